@@ -1,0 +1,154 @@
+"""The one typed configuration schema of rlinf.
+
+Every section is a dataclass; every field carries its default and, in `metadata`, a `help` text and
+the constraints `validate` enforces (`min`, `max`, `choices`). docs/configuration.md is generated
+from these classes (`python -m rlinf.config.docs`), so the schema is the reference.
+
+Parts receive their own section (`cfg.rollout`, `cfg.cluster`), never the whole tree, and read
+fields directly: defaults live here, not in `get(key, default)` calls spread through workers.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+
+def _f(default: Any = None, help: str = "", factory: Any = None, **constraints: Any) -> Any:
+    """A dataclass field with help text and validation constraints in its metadata."""
+    meta = {"help": help, **constraints}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ClusterConfig:
+    num_devices: int = _f(1, "Devices the run uses: real GPUs when present, else N virtual CPU devices.", min=1)
+    address: Optional[str] = _f(None, "Ray cluster address to join (e.g. 'ray://head:10001' or 'auto'); null starts an embedded local Ray.")
+    host: str = _f("127.0.0.1", "Address the embedded Ray (and its dashboard) binds to.")
+    dashboard: bool = _f(False, "Start the Ray dashboard (bound to `host`).")
+    device_type: str = _f("auto", "Device kind: auto (cuda if available, else cpu), cpu or cuda.", choices=["auto", "cpu", "cuda"])
+    component_placement: Dict[str, Any] = _f(
+        help="Component(s) -> devices: ranges '0-3', lists '0,2', single ints, or 'all'. A key may name several "
+        "components: 'actor,rollout'. Empty: every component on all devices (colocated). Components not named "
+        "share the actor's devices.",
+        factory=dict,
+    )
+    threads_per_worker: int = _f(1, "torch / OpenMP threads per worker process (avoid oversubscribing cores).", min=1)
+    wait_timeout_s: float = _f(600.0, "Upper bound, in seconds, on any single wait for a worker group call.", min=1.0)
+    ray_num_cpus: Optional[int] = _f(None, "Logical CPUs the embedded Ray advertises (null: Ray's default).", min=1)
+
+
+@dataclass
+class RunnerConfig:
+    output_dir: Optional[str] = _f(None, "Run directory; null gives runs/<config-name>-<timestamp>.")
+    max_steps: int = _f(20, "Training steps (policy updates) to run.", min=1)
+    max_restarts: int = _f(0, "Times the controller restarts dead worker groups and resumes from the last checkpoint.", min=0)
+    save_interval: int = _f(0, "Save a checkpoint every N steps (0: only at the end when checkpointing is on).", min=0)
+    eval_interval: int = _f(0, "Evaluate on held-out data every N steps (0: only at start and end).", min=0)
+    schedule: str = _f("auto", "Training schedule: auto (from placement and max_staleness), sync, async or pipeline.", choices=["auto", "sync", "async", "pipeline"])
+    seed: int = _f(1, "Global random seed.", min=0)
+    log_interval: int = _f(1, "Log metrics every N steps.", min=1)
+    progress_bar: bool = _f(True, "Show a console progress bar.")
+    tensorboard: bool = _f(True, "Write TensorBoard event files to the run directory.")
+    timeline: bool = _f(True, "Write a Chrome-trace timeline.json of every worker's phases.")
+
+
+@dataclass
+class AlgorithmConfig:
+    adv_estimator: str = _f("grpo", "Advantage estimator name (registry in rlinf.algorithms).")
+    policy_loss: str = _f("ppo", "Policy loss name (registry in rlinf.algorithms).")
+    group_size: int = _f(4, "Samples per prompt / initial state (GRPO-style groups).", min=1)
+    max_staleness: int = _f(0, "Largest allowed gap between the weight version that produced a sample and the one that trains on it (0: synchronous).", min=0)
+    gamma: float = _f(1.0, "Discount factor.", min=0.0, max=1.0)
+    lam: float = _f(1.0, "GAE lambda.", min=0.0, max=1.0)
+    clip_ratio_low: float = _f(0.2, "PPO lower clip: ratio >= 1 - clip_ratio_low.", min=0.0, max=1.0)
+    clip_ratio_high: float = _f(0.2, "PPO upper clip: ratio <= 1 + clip_ratio_high (clip-higher when larger than low).", min=0.0)
+    dual_clip: Optional[float] = _f(None, "Dual-clip constant c > 1 bounding the loss for negative advantages (null: off).", min=1.0)
+    kl_coef: float = _f(0.0, "Coefficient of the KL penalty to the frozen reference (0: no reference model).", min=0.0)
+    kl_estimator: str = _f("k3", "KL estimator.", choices=["k1", "k2", "k3"])
+    entropy_coef: float = _f(0.0, "Entropy bonus coefficient.", min=0.0)
+    loss_agg: str = _f("token-mean", "Loss aggregation.", choices=["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
+    norm_adv_by_std: bool = _f(True, "Divide group-relative advantages by the group's std (GRPO); false gives Dr.GRPO.")
+    value_clip: float = _f(0.2, "Critic value clipping range.", min=0.0)
+    dynamic_sampling: bool = _f(False, "DAPO dynamic sampling: drop groups whose rewards are all equal and refill.")
+    update_epochs: int = _f(1, "Passes over each batch per step.", min=1)
+    reward_level: str = _f("token", "Granularity of rewards: token (LLM), action or chunk (VLA).", choices=["token", "action", "chunk"])
+    logprob_level: str = _f("token", "Granularity of log-probs: token (LLM), action or chunk (VLA).", choices=["token", "action", "chunk"])
+
+
+@dataclass
+class ModelConfig:
+    path: Optional[str] = _f(None, "Local directory of a Hugging Face model (null: build a tiny model from the fields below).")
+    kind: str = _f("causal_lm", "Model family.", choices=["causal_lm", "mlp", "cnn", "vla"])
+    hidden_size: int = _f(64, "Hidden width of a model built from config.", min=1)
+    num_layers: int = _f(2, "Layers of a model built from config.", min=1)
+    num_heads: int = _f(4, "Attention heads of a model built from config.", min=1)
+    dtype: str = _f("float32", "Parameter dtype.", choices=["float32", "bfloat16", "float16"])
+
+
+@dataclass
+class ActorConfig:
+    model: ModelConfig = _f(help="Policy model.", factory=ModelConfig)
+    backend: str = _f("fsdp", "Training backend.", choices=["fsdp", "deepspeed"])
+    lr: float = _f(1e-4, "Learning rate.", min=0.0)
+    weight_decay: float = _f(0.0, "AdamW weight decay.", min=0.0)
+    micro_batch_size: int = _f(8, "Sequences per forward/backward (gradient accumulation splits a batch into these).", min=1)
+    grad_clip: float = _f(1.0, "Global gradient-norm clip (0: off).", min=0.0)
+    offload: bool = _f(False, "Offload model and optimizer state between phases (colocated placement).")
+
+
+@dataclass
+class CriticConfig:
+    enabled: bool = _f(False, "Train a value model (PPO with GAE).")
+    model: ModelConfig = _f(help="Value model (same fields as actor.model).", factory=ModelConfig)
+    lr: float = _f(1e-4, "Critic learning rate.", min=0.0)
+    micro_batch_size: int = _f(8, "Sequences per critic forward/backward.", min=1)
+    grad_clip: float = _f(1.0, "Critic gradient-norm clip (0: off).", min=0.0)
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = _f("transformers", "Generation engine.", choices=["transformers", "vllm", "policy"])
+    pipeline_stages: int = _f(1, "Split each env batch into k stages so simulation of stage i+1 overlaps inference on stage i (hybrid placement).", min=1)
+    temperature: float = _f(1.0, "Sampling temperature (0: greedy).", min=0.0)
+    top_p: float = _f(1.0, "Nucleus sampling mass.", min=0.0, max=1.0)
+    top_k: int = _f(0, "Top-k sampling (0: off).", min=0)
+    max_new_tokens: int = _f(16, "Tokens generated per sample at most.", min=1)
+    stop: List[str] = _f(help="Stop strings.", factory=list)
+
+
+@dataclass
+class EnvConfig:
+    id: Optional[str] = _f(None, "Simulator task id (e.g. 'CartPole-v1', 'PushCube-v1', 'libero_spatial'); null for text tasks.")
+    num_envs: int = _f(8, "Parallel environments per env worker.", min=1)
+    max_episode_steps: Optional[int] = _f(None, "Episode step limit (null: the task's own).", min=1)
+    obs_mode: str = _f("state", "Observation mode.", choices=["state", "rgb"])
+
+
+@dataclass
+class RewardConfig:
+    name: str = _f("exact_match", "Reward function name (registry in rlinf.workers.reward).")
+    format_reward: float = _f(0.0, "Reward added for a well-formed answer that is wrong.")
+
+
+@dataclass
+class DataConfig:
+    task: str = _f("arith", "Task or dataset kind (e.g. 'arith', a reasoning-gym task name, 'jsonl').")
+    path: Optional[str] = _f(None, "Dataset file for file-based tasks (GSM8K-format JSONL).")
+    batch_size: int = _f(8, "Prompts per training step (each sampled algorithm.group_size times).", min=1)
+    train_size: int = _f(1000, "Training prompts generated (procedural tasks).", min=1)
+    eval_size: int = _f(100, "Held-out evaluation prompts.", min=1)
+    seed: int = _f(1234, "Seed of the data generator; the eval split uses a disjoint seed.", min=0)
+
+
+@dataclass
+class RLinfConfig:
+    cluster: ClusterConfig = _f(help="Ray cluster, devices and component placement.", factory=ClusterConfig)
+    runner: RunnerConfig = _f(help="The training loop, run directory and logging.", factory=RunnerConfig)
+    algorithm: AlgorithmConfig = _f(help="Advantages, losses and staleness.", factory=AlgorithmConfig)
+    actor: ActorConfig = _f(help="Policy training worker.", factory=ActorConfig)
+    critic: CriticConfig = _f(help="Value training worker.", factory=CriticConfig)
+    rollout: RolloutConfig = _f(help="Generation / policy inference worker.", factory=RolloutConfig)
+    env: EnvConfig = _f(help="Simulator worker.", factory=EnvConfig)
+    reward: RewardConfig = _f(help="Reward worker.", factory=RewardConfig)
+    data: DataConfig = _f(help="Prompts and held-out evaluation data.", factory=DataConfig)

@@ -1,0 +1,57 @@
+"""Command line: python -m rlinf.run --config configs/X.yaml [--dry-run | --print-config] [--resume DIR] key=value ...
+
+Bad input of any kind (unknown key, wrong type, impossible placement, missing file) prints one line
+naming the problem and exits with code 2 before anything is started or written.
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from rlinf.config import load_config, to_yaml
+from rlinf.errors import InputError
+from rlinf.placement import build_placement
+from rlinf.runners.components import components_for
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m rlinf.run", description="Run an rlinf training recipe.")
+    p.add_argument("--config", required=True, help="YAML recipe, e.g. configs/grpo_arith.yaml")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and placement plan, then exit")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML, then exit")
+    p.add_argument("--resume", metavar="DIR", default=None, help="continue a run from its checkpoint directory")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. runner.max_steps=5")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, args.overrides)
+        placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
+                                    cfg.rollout.pipeline_stages, components=components_for(cfg))
+        if args.print_config:
+            print(to_yaml(cfg), end="")
+            return 0
+        if args.dry_run:
+            print(to_yaml(cfg), end="")
+            print("# placement plan")
+            print(placement.describe())
+            return 0
+        if args.resume is not None and not Path(args.resume).is_dir():
+            raise InputError("checkpoint directory not found", key=args.resume)
+        from rlinf.runners.runner import run  # heavy imports only for real runs
+
+        run(cfg, placement, config_name=Path(args.config).stem, resume=args.resume)
+        return 0
+    except InputError as e:
+        print(f"rlinf: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

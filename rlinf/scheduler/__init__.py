@@ -1,0 +1,14 @@
+"""Runtime: Ray cluster, devices, workers and worker groups. Knows nothing about RL."""
+
+from rlinf.scheduler.cluster import Cluster, Device
+from rlinf.scheduler.worker import Worker
+from rlinf.scheduler.worker_group import (
+    GroupHandle,
+    WorkerDiedError,
+    WorkerError,
+    WorkerGroup,
+    WorkerTimeoutError,
+)
+
+__all__ = ["Cluster", "Device", "GroupHandle", "Worker", "WorkerDiedError", "WorkerError", "WorkerGroup",
+           "WorkerTimeoutError"]

@@ -1,0 +1,1 @@
+"""Run directory, metrics, timeline and logging helpers."""
