@@ -47,9 +47,9 @@ class Registry(Generic[F]):
         except KeyError:
             known = self.names()
             close = difflib.get_close_matches(str(name), known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            hint = f"; did you mean '{close[0]}'? " if close else "; "
             raise ConfigError(
-                f"unknown {self.kind} '{name}'{hint} known: {', '.join(known)}", key=self.key
+                f"unknown {self.kind} '{name}'{hint}known: {', '.join(known)}", key=self.key
             ) from None
 
     def names(self) -> List[str]:

@@ -1,0 +1,45 @@
+"""Per-token KL estimators between the policy and a frozen reference (Schulman's k1/k2/k3).
+
+With log r = ref_logp - logp on tokens sampled from the policy, each estimator estimates
+KL(policy || ref) per token:
+
+    k1 = -log r             = logp - ref_logp   (unbiased, high variance, can be negative)
+    k2 = 0.5 (log r)^2                          (biased, low variance, >= 0)
+    k3 = exp(log r) - log r - 1                 (unbiased, low variance, >= 0; verl's low_var_kl)
+
+k3 clamps log r to [-20, 20] before exp and the result to [-10, 10], as verl does.
+Registry `KL_ESTIMATORS` is selected by `algorithm.kl_estimator`.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .registry import Registry
+
+KL_ESTIMATORS: Registry = Registry("KL estimator", key="algorithm.kl_estimator")
+
+
+@KL_ESTIMATORS.register("k1", "kl")
+def k1(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """k1 = logp - ref_logp."""
+    return logp - ref_logp
+
+
+@KL_ESTIMATORS.register("k2", "mse")
+def k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """k2 = 0.5 * (ref_logp - logp)^2."""
+    return 0.5 * (ref_logp - logp) ** 2
+
+
+@KL_ESTIMATORS.register("k3", "low_var_kl")
+def k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """k3 = exp(log r) - log r - 1 with log r = clamp(ref_logp - logp, -20, 20); result clamped to [-10, 10]."""
+    log_r = (ref_logp - logp).clamp(-20.0, 20.0)
+    return (log_r.exp() - log_r - 1.0).clamp(-10.0, 10.0)
+
+
+def kl_penalty(logp: Tensor, ref_logp: Tensor, name: str = "k3") -> Tensor:
+    """[B, T] per-token KL estimate by estimator `name` (ConfigError naming algorithm.kl_estimator
+    if unknown). Fold it into rewards (r_t - kl_coef * kl_t) or aggregate it into the loss."""
+    return KL_ESTIMATORS.get(name)(logp, ref_logp)
