@@ -135,6 +135,7 @@ class RewardConfig:
 class DataConfig:
     task: str = _f("arith", "Task or dataset kind (e.g. 'arith', a reasoning-gym task name, 'jsonl').")
     path: Optional[str] = _f(None, "Dataset file for file-based tasks (GSM8K-format JSONL).")
+    max_operand: int = _f(9, "Largest operand of the 'arith' task.", min=1)
     batch_size: int = _f(8, "Prompts per training step (each sampled algorithm.group_size times).", min=1)
     train_size: int = _f(1000, "Training prompts generated (procedural tasks).", min=1)
     eval_size: int = _f(100, "Held-out evaluation prompts.", min=1)

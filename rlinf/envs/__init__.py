@@ -1,0 +1,1 @@
+"""Environments: text tasks with verifiable answers (and, later, simulators)."""

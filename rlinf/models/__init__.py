@@ -1,0 +1,1 @@
+"""Policy and value models: causal LMs (HF or tiny from config) and their tokenizers."""

@@ -1,0 +1,43 @@
+"""Causal LMs: any HF model from a local directory, or a tiny Qwen2 built from `ModelConfig`."""
+
+import logging
+from pathlib import Path
+
+import torch
+
+from rlinf.config.schema import ModelConfig
+from rlinf.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_causal_lm(cfg: ModelConfig, vocab_size: int, seed: int = 0) -> torch.nn.Module:
+    """A model from `cfg.path` (local HF directory), or a tiny Qwen2 with `vocab_size` tokens seeded by `seed`."""
+    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    dtype = _DTYPES[cfg.dtype]
+    if cfg.path is not None:
+        if not Path(cfg.path).is_dir():
+            raise InputError("model directory not found", key="actor.model.path")
+        model = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=dtype, local_files_only=True)
+    else:
+        if cfg.hidden_size % cfg.num_heads:
+            raise InputError(f"hidden_size {cfg.hidden_size} is not divisible by num_heads {cfg.num_heads}",
+                             key="actor.model.num_heads")
+        config = Qwen2Config(
+            vocab_size=vocab_size, hidden_size=cfg.hidden_size, intermediate_size=4 * cfg.hidden_size,
+            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_heads, max_position_embeddings=256, tie_word_embeddings=True,
+            pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        )
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = Qwen2ForCausalLM(config).to(dtype)
+    model.config.use_cache = True
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,74 @@
+"""A character-level tokenizer for procedural text tasks, with the slice of the HF tokenizer API rlinf uses.
+
+Tiny models trained from scratch on CPU need a tiny vocabulary; HF tokenizers load from local model
+directories through `load_tokenizer`. Both expose: `encode(text) -> list[int]`, `decode(ids) -> str`,
+`eos_token_id`, `pad_token_id`, `vocab_size` (or `len()`).
+"""
+
+import json
+from pathlib import Path
+from typing import Iterable, List
+
+from rlinf.errors import InputError
+
+SPECIALS = ["<pad>", "<bos>", "<eos>"]
+DEFAULT_CHARS = "0123456789+-*=(), .?:#abcdefghijklmnopqrstuvwxyz"
+
+
+class CharTokenizer:
+    """One token per character; ids 0-2 are <pad>, <bos>, <eos>."""
+
+    def __init__(self, chars: str = DEFAULT_CHARS):
+        if len(set(chars)) != len(chars):
+            raise ValueError("tokenizer characters must be distinct")
+        self.chars = chars
+        self._ids = {c: i + len(SPECIALS) for i, c in enumerate(chars)}
+        self.pad_token_id, self.bos_token_id, self.eos_token_id = 0, 1, 2
+        self.chat_template = None
+
+    @property
+    def vocab_size(self) -> int:
+        return len(SPECIALS) + len(self.chars)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> List[int]:
+        try:
+            ids = [self._ids[c] for c in text.lower()]
+        except KeyError as e:
+            raise ValueError(f"character {e.args[0]!r} is not in the tokenizer's alphabet") from None
+        return ([self.bos_token_id] + ids) if add_special_tokens else ids
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
+        out = []
+        for i in ids:
+            i = int(i)
+            if i < len(SPECIALS):
+                if not skip_special_tokens:
+                    out.append(SPECIALS[i])
+                continue
+            out.append(self.chars[i - len(SPECIALS)])
+        return "".join(out)
+
+    def save_pretrained(self, path: str) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "rlinf_char_tokenizer.json").write_text(json.dumps({"chars": self.chars}))
+
+
+def load_tokenizer(path: str | None):
+    """The char tokenizer for models built from config (path None), else the HF tokenizer in `path`."""
+    if path is None:
+        return CharTokenizer()
+    p = Path(path)
+    if not p.is_dir():
+        raise InputError("model directory not found", key=str(path))
+    char_file = p / "rlinf_char_tokenizer.json"
+    if char_file.exists():
+        return CharTokenizer(json.loads(char_file.read_text())["chars"])
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok

@@ -1,0 +1,62 @@
+"""Pure helpers that turn prompts, rollouts and rewards into training tensors."""
+
+from typing import Dict, List, Sequence
+
+import torch
+
+from rlinf.algorithms import compute_advantages
+from rlinf.config.schema import AlgorithmConfig
+from rlinf.workers.rollout.sampling import left_pad
+
+
+def split_even(items: Sequence, parts: int) -> List[list]:
+    """Contiguous split into `parts` chunks whose sizes differ by at most one."""
+    n = len(items)
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [list(items[bounds[i]:bounds[i + 1]]) for i in range(parts)]
+
+
+def concat_rollouts(outputs: List[Dict], pad_id: int) -> Dict[str, torch.Tensor]:
+    """Stack per-rank rollout outputs (possibly of different response widths) into one batch."""
+    width = max(o["responses"].shape[1] for o in outputs)
+
+    def pad(t, value):
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+    return {
+        "responses": torch.cat([pad(o["responses"], pad_id) for o in outputs]),
+        "logprobs": torch.cat([pad(o["logprobs"], 0.0) for o in outputs]),
+        "mask": torch.cat([pad(o["mask"], 0.0) for o in outputs]),
+        "versions": torch.cat([torch.full((o["responses"].shape[0],), o["version"]) for o in outputs]),
+    }
+
+
+def build_train_batch(prompts: List[List[int]], rollout: Dict[str, torch.Tensor], scores: torch.Tensor,
+                      group_index: torch.Tensor, algo: AlgorithmConfig, pad_id: int) -> Dict[str, torch.Tensor]:
+    """Prompt + response tensors with advantages for the actor (see ActorWorker for the layout)."""
+    prompt_ids, prompt_attn = left_pad(prompts, pad_id)
+    mask = rollout["mask"]
+    input_ids = torch.cat([prompt_ids, rollout["responses"]], dim=1)
+    attention_mask = torch.cat([prompt_attn, mask.long()], dim=1)
+    advantages, returns = compute_advantages(
+        algo.adv_estimator, mask=mask, scores=scores, group_index=group_index,
+        gamma=algo.gamma, lam=algo.lam, norm_by_std=algo.norm_adv_by_std,
+    )
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
+        "response_mask": mask,
+        "behaviour_logprobs": rollout["logprobs"],
+        "advantages": advantages,
+        "returns": returns,
+    }
+
+
+def shard_rows(batch: Dict[str, torch.Tensor], parts: int) -> List[Dict[str, torch.Tensor]]:
+    """Split every tensor of `batch` by rows into `parts` equal shards."""
+    n = batch["input_ids"].shape[0]
+    if n % parts:
+        raise ValueError(f"{n} rows cannot be split evenly over {parts} ranks")
+    size = n // parts
+    return [{k: v[i * size:(i + 1) * size] for k, v in batch.items()} for i in range(parts)]

@@ -1,0 +1,1 @@
+"""Actor: the policy model under training."""

@@ -1,0 +1,1 @@
+"""Rollout: generation engines behind one interface and the RolloutWorker that drives them."""

@@ -1,0 +1,64 @@
+"""RolloutWorker: holds a generation copy of the policy and samples responses for prompts.
+
+Weights arrive from the actor through `load_weights` (a Ray object ref of {name: array}); the
+worker records the version it holds so every sample is tagged with the weights that produced it.
+"""
+
+import logging
+import time
+import warnings
+from typing import Dict, List, Sequence
+
+import numpy as np
+import ray
+import torch
+
+from rlinf.config.schema import ModelConfig, RolloutConfig
+from rlinf.models.causal_lm import build_causal_lm
+from rlinf.scheduler import Worker
+from rlinf.workers.rollout.sampling import SamplingParams, sample
+
+logger = logging.getLogger(__name__)
+
+
+class RolloutWorker(Worker):
+    """Transformers engine: KV-cache batched sampling on this rank's device."""
+
+    def __init__(self, cfg: RolloutConfig, model_cfg: ModelConfig, vocab_size: int, eos_id: int, pad_id: int,
+                 seed: int):
+        super().__init__()
+        self.cfg = cfg
+        self.model = build_causal_lm(model_cfg, vocab_size, seed=seed).to(self.device).eval()
+        self.eos_id, self.pad_id = eos_id, pad_id
+        self.generator = torch.Generator(device=self.device).manual_seed(seed * 1000 + self.rank)
+        self.version = -1
+
+    def load_weights(self, refs: List, version: int) -> int:
+        """Replace the weights with the actor's (bit-exact copy); returns the version now held."""
+        t0 = time.time()
+        state = ray.get(refs[0])
+        with warnings.catch_warnings():
+            # Arrays from the object store are read-only views; load_state_dict only reads them.
+            warnings.simplefilter("ignore", UserWarning)
+            tensors = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+        missing, unexpected = self.model.load_state_dict(tensors, strict=False)
+        if unexpected or [m for m in missing if not m.endswith("lm_head.weight")]:
+            raise RuntimeError(f"weight mismatch: missing={missing} unexpected={unexpected}")
+        self.version = version
+        self.record_event("load_weights", t0, time.time())
+        return version
+
+    def generate(self, prompts: Sequence[Sequence[int]], greedy: bool = False,
+                 seed: int | None = None) -> Dict[str, object]:
+        """Sample one response per prompt (repeat prompts for groups). Tensors are [N, T]."""
+        params = SamplingParams(max_new_tokens=self.cfg.max_new_tokens,
+                                temperature=0.0 if greedy else self.cfg.temperature,
+                                top_p=self.cfg.top_p, top_k=self.cfg.top_k)
+        if seed is not None:
+            self.generator.manual_seed(seed * 1000 + self.rank)
+        gen = sample(self.model, prompts, params, self.eos_id, self.pad_id, self.generator)
+        return {"responses": gen.responses, "logprobs": gen.logprobs, "mask": gen.mask, "version": self.version}
+
+    def weights_checksum(self) -> float:
+        """Sum of every parameter (tests compare it with the actor's)."""
+        return float(sum(p.double().sum() for p in self.model.state_dict().values()))
