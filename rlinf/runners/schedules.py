@@ -1,7 +1,8 @@
 """Schedules: when rollouts happen relative to updates. The runner's loop is the same for all.
 
-A schedule implements `start(runner)`, `next_batch(runner, step) -> rollout`,
-`after_update(runner, step)` and `stop(runner)`.
+A schedule implements `start(workflow)`, `next_batch(workflow, step) -> batch`,
+`after_update(workflow, step)` and `stop(workflow)`; the workflow supplies `sync_weights()`,
+`collect(step)`, `train(batch)` and `evaluate()`.
 """
 
 from rlinf.config import RLinfConfig
@@ -14,18 +15,17 @@ class SyncSchedule:
 
     name = "sync"
 
-    def start(self, runner) -> None:
+    def start(self, workflow) -> None:
         pass
 
-    def next_batch(self, runner, step: int):
-        runner.sync_weights()
-        samples = runner.prompts_for_step(step)
-        return runner.generate(samples, runner.cfg.algorithm.group_size, seed=runner.cfg.runner.seed + step)
+    def next_batch(self, workflow, step: int):
+        workflow.sync_weights()
+        return workflow.collect(step)
 
-    def after_update(self, runner, step: int) -> None:
+    def after_update(self, workflow, step: int) -> None:
         pass
 
-    def stop(self, runner) -> None:
+    def stop(self, workflow) -> None:
         pass
 
 

@@ -1,0 +1,344 @@
+"""Channel: a named streaming queue between worker groups, served by one async Ray actor.
+
+`Channel` is the client. It is picklable (it holds the actor handle), so it can be passed to any
+Ray actor. Items other than small scalars/strings travel through the Ray object store: the client
+`ray.put`s them and sends the ObjectRef wrapped in a small record (so Ray does not resolve it on
+the way), the channel actor only queues references, and the consumer `ray.get`s the data
+(zero-copy for numpy arrays). A producer process must therefore stay alive until its items are
+consumed (it owns them).
+
+Every blocking call takes `timeout` in seconds; None means the channel's `default_timeout`
+(600 s unless set at creation), so no call waits forever. The actor gives up at the timeout and
+the client's own `ray.get` waits a margin longer, then raises `ChannelTimeout`.
+"""
+
+import asyncio
+import logging
+from typing import Any, Callable, Hashable, List, NamedTuple, Optional, Sequence, Tuple
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from rlinf.channel.core import ChannelClosed, ChannelCore, ChannelTimeout, Envelope
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "rlinf"
+DEFAULT_TIMEOUT_S = 600.0
+ACTOR_PREFIX = "rlinf.channel."
+_CALL_MARGIN_S = 30.0  # the client's ray.get outlives the actor-side timeout by this much
+_MAX_CONCURRENCY = 4096  # blocked waiters the actor can hold at once
+_INLINE_MAX_LEN = 1024  # str/bytes up to this length are sent inline, not via the object store
+_INLINE_TYPES = (bool, int, float, complex, type(None))
+
+_OK, _TIMEOUT, _CLOSED, _INVALID = "ok", "timeout", "closed", "invalid"
+_Result = Tuple[str, Any]
+
+
+class _StoredItem(NamedTuple):
+    """An item placed in the object store; the wrapper keeps Ray from resolving the reference."""
+
+    ref: ray.ObjectRef
+
+
+def _pack(item: Any) -> Any:
+    if isinstance(item, _INLINE_TYPES) or (isinstance(item, (str, bytes)) and len(item) <= _INLINE_MAX_LEN):
+        return item
+    return _StoredItem(ray.put(item))
+
+
+def _stored_refs(envelopes: Sequence[Envelope]) -> List[ray.ObjectRef]:
+    return [e.item.ref for e in envelopes if isinstance(e.item, _StoredItem)]
+
+
+def _fill(envelopes: List[Envelope], values: Sequence[Any]) -> List[Envelope]:
+    it = iter(values)
+    for env in envelopes:
+        if isinstance(env.item, _StoredItem):
+            env.item = next(it)
+    return envelopes
+
+
+class _ChannelActor:
+    """Server side: a `ChannelCore` guarded by one asyncio.Condition; waiters re-check on change."""
+
+    def __init__(self, capacity: int, max_staleness: Optional[int], batch_size: int, default_timeout: float):
+        self._core = ChannelCore(capacity, max_staleness, batch_size)
+        self._default_timeout = default_timeout
+        self._cond: Optional[asyncio.Condition] = None  # made on first use, inside the actor's loop
+
+    def _condition(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    async def _until(self, attempt: Callable[[], Optional[_Result]], timeout: float) -> _Result:
+        """Run `attempt` under the lock until it returns a result or `timeout` passes; a successful
+        attempt changed the state, so every waiter is woken to re-check its own condition."""
+        cond = self._condition()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with cond:
+            while True:
+                result = attempt()
+                if result is not None:
+                    if result[0] == _OK:
+                        cond.notify_all()
+                    return result
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return _TIMEOUT, None
+                try:
+                    await asyncio.wait_for(cond.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def _notify(self) -> None:
+        cond = self._condition()
+        async with cond:
+            cond.notify_all()
+
+    async def admit(self, version: int, n: int, timeout: float) -> _Result:
+        if n < 1:
+            return _INVALID, f"admit count must be >= 1, got {n}"
+        core = self._core
+        return await self._until(
+            lambda: (_CLOSED, None) if core.closed else ((_OK, None) if core.try_admit(version, n) else None), timeout)
+
+    async def cancel(self, version: int, n: int) -> _Result:
+        try:
+            self._core.cancel(version, n)
+        except ValueError as e:
+            return _INVALID, str(e)
+        await self._notify()
+        return _OK, None
+
+    async def put(self, items: list, version: int, producer: Optional[Hashable], timeout: float) -> _Result:
+        core = self._core
+        try:
+            core.check_put(version, len(items))
+        except ValueError as e:
+            return _INVALID, str(e)
+
+        def attempt() -> Optional[_Result]:
+            if core.closed:
+                return _CLOSED, None
+            if not core.has_room(version, len(items)):
+                return None
+            try:
+                core.put(items, version, producer)
+            except ValueError as e:  # its admission was cancelled while it waited for room
+                return _INVALID, str(e)
+            return _OK, None
+
+        return await self._until(attempt, timeout)
+
+    async def get(self, n: int, timeout: float) -> _Result:
+        core = self._core
+        if n < 1 or (core.capacity and n > core.capacity):
+            return _INVALID, f"get of {n} item(s) from a channel of capacity {core.capacity or 'unbounded'}"
+
+        def attempt() -> Optional[_Result]:
+            if core.available() >= n:
+                return _OK, core.take(n)
+            if core.closed:  # closed: hand out what is left, then report closed
+                left = core.qsize()
+                return (_OK, core.take(min(n, left))) if left else (_CLOSED, None)
+            return None
+
+        return await self._until(attempt, timeout)
+
+    async def close(self) -> None:
+        self._core.close()
+        await self._notify()
+
+    async def qsize(self) -> int:
+        return self._core.qsize()
+
+    async def consumer_version(self) -> int:
+        return self._core.consumer_version()
+
+    async def stats(self) -> dict:
+        return self._core.stats()
+
+    async def config(self) -> dict:
+        core = self._core
+        return {"capacity": core.capacity, "max_staleness": core.max_staleness, "batch_size": core.batch_size,
+                "default_timeout": self._default_timeout}
+
+
+_RemoteChannelActor = ray.remote(_ChannelActor)
+
+
+class Channel:
+    """Client of a named channel. Create with `Channel.create`, find with `Channel.get_by_name`."""
+
+    def __init__(self, name: str, actor: "ray.actor.ActorHandle", default_timeout: float = DEFAULT_TIMEOUT_S):
+        self.name = name
+        self._actor = actor
+        self.default_timeout = default_timeout
+
+    # ---- creation -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, name: str, capacity: int = 0, max_staleness: Optional[int] = None, batch_size: int = 1,
+               *, namespace: str = NAMESPACE, default_timeout: float = DEFAULT_TIMEOUT_S) -> "Channel":
+        """Start the channel actor `name` (ValueError if the name is taken or arguments are bad).
+
+        `capacity`: most items queued (0 = unbounded). `max_staleness`: None = no admission
+        control; else every put must be admitted first (see `admit`) and a consumed item's version
+        lags the consumer version (consumed // `batch_size`) by at most this much.
+        """
+        ChannelCore(capacity, max_staleness, batch_size)  # validate arguments here, not in the actor
+        try:
+            actor = _RemoteChannelActor.options(
+                name=ACTOR_PREFIX + name, namespace=namespace, num_cpus=0, max_concurrency=_MAX_CONCURRENCY,
+                max_restarts=0,
+            ).remote(capacity, max_staleness, batch_size, default_timeout)
+        except ValueError as e:
+            raise ValueError(f"cannot create channel '{name}' in namespace '{namespace}': {e}") from None
+        channel = cls(name, actor, default_timeout)
+        channel._call(actor.config.remote(), 60.0, "create")  # surface start-up failures now
+        logger.debug("channel '%s' created (capacity=%d, max_staleness=%s, batch_size=%d)",
+                     name, capacity, max_staleness, batch_size)
+        return channel
+
+    @classmethod
+    def get_by_name(cls, name: str, namespace: str = NAMESPACE) -> "Channel":
+        """Client of an existing channel (ValueError if there is none of that name)."""
+        actor = ray.get_actor(ACTOR_PREFIX + name, namespace=namespace)
+        probe = cls(name, actor)
+        cfg = probe._call(actor.config.remote(), 60.0, "get_by_name")
+        return cls(name, actor, cfg["default_timeout"])
+
+    def destroy(self) -> None:
+        """Kill the channel actor; queued items are lost. Other clients then get ChannelClosed."""
+        ray.kill(self._actor, no_restart=True)
+
+    # ---- producer side --------------------------------------------------------------------------
+    def admit(self, version: int, n: int = 1, timeout: Optional[float] = None) -> None:
+        """Block until `n` items of weight `version` may be started (no-op without max_staleness)."""
+        t = self._timeout(timeout)
+        self._unwrap(self._call(self._actor.admit.remote(version, n, t), t, "admit"), t, "admit")
+
+    def cancel(self, version: int, n: int = 1) -> None:
+        """Give back `n` admitted, not yet put items of `version` (e.g. their work failed)."""
+        self._unwrap(self._call(self._actor.cancel.remote(version, n), 0.0, "cancel"), 0.0, "cancel")
+
+    def put(self, item: Any, version: int = 0, producer: Optional[Hashable] = None,
+            timeout: Optional[float] = None) -> None:
+        """Queue `item`; waits while the channel is at capacity."""
+        self.put_batch([item], version, producer, timeout)
+
+    def put_batch(self, items: Sequence[Any], version: int = 0, producer: Optional[Hashable] = None,
+                  timeout: Optional[float] = None) -> None:
+        """Queue `items` together (they stay consecutive for their producer)."""
+        t = self._timeout(timeout)
+        ref = self._actor.put.remote([_pack(x) for x in items], version, producer, t)
+        self._unwrap(self._call(ref, t, "put"), t, "put")
+
+    # ---- consumer side --------------------------------------------------------------------------
+    def get(self, timeout: Optional[float] = None) -> Any:
+        return self.get_batch_with_meta(1, timeout)[0].item
+
+    def get_batch(self, n: int, timeout: Optional[float] = None) -> List[Any]:
+        """The next `n` items. After close, fewer if fewer are left; ChannelClosed if none are."""
+        return [e.item for e in self.get_batch_with_meta(n, timeout)]
+
+    def get_with_meta(self, timeout: Optional[float] = None) -> Envelope:
+        return self.get_batch_with_meta(1, timeout)[0]
+
+    def get_batch_with_meta(self, n: int, timeout: Optional[float] = None) -> List[Envelope]:
+        t = self._timeout(timeout)
+        envelopes = self._unwrap(self._call(self._actor.get.remote(n, t), t, "get"), t, "get")
+        refs = _stored_refs(envelopes)
+        return _fill(envelopes, self._call(refs, t, "get") if refs else [])
+
+    # ---- async variants (for asyncio code, e.g. async Ray actors) -------------------------------
+    async def async_admit(self, version: int, n: int = 1, timeout: Optional[float] = None) -> None:
+        t = self._timeout(timeout)
+        self._unwrap(await self._acall(self._actor.admit.remote(version, n, t), t, "admit"), t, "admit")
+
+    async def async_put(self, item: Any, version: int = 0, producer: Optional[Hashable] = None,
+                        timeout: Optional[float] = None) -> None:
+        await self.async_put_batch([item], version, producer, timeout)
+
+    async def async_put_batch(self, items: Sequence[Any], version: int = 0, producer: Optional[Hashable] = None,
+                              timeout: Optional[float] = None) -> None:
+        t = self._timeout(timeout)
+        ref = self._actor.put.remote([_pack(x) for x in items], version, producer, t)
+        self._unwrap(await self._acall(ref, t, "put"), t, "put")
+
+    async def async_get(self, timeout: Optional[float] = None) -> Any:
+        return (await self.async_get_batch_with_meta(1, timeout))[0].item
+
+    async def async_get_batch(self, n: int, timeout: Optional[float] = None) -> List[Any]:
+        return [e.item for e in await self.async_get_batch_with_meta(n, timeout)]
+
+    async def async_get_with_meta(self, timeout: Optional[float] = None) -> Envelope:
+        return (await self.async_get_batch_with_meta(1, timeout))[0]
+
+    async def async_get_batch_with_meta(self, n: int, timeout: Optional[float] = None) -> List[Envelope]:
+        t = self._timeout(timeout)
+        envelopes = self._unwrap(await self._acall(self._actor.get.remote(n, t), t, "get"), t, "get")
+        refs = _stored_refs(envelopes)
+        values = await self._acall(asyncio.gather(*refs), t, "get") if refs else []
+        return _fill(envelopes, values)
+
+    # ---- control and introspection --------------------------------------------------------------
+    def close(self) -> None:
+        """Close: putters and admitters fail at once, getters once the queue is drained."""
+        self._call(self._actor.close.remote(), 0.0, "close")
+
+    def qsize(self) -> int:
+        return self._call(self._actor.qsize.remote(), 0.0, "qsize")
+
+    def consumer_version(self) -> int:
+        """Items consumed // batch_size: the weight version the consumer is at."""
+        return self._call(self._actor.consumer_version.remote(), 0.0, "consumer_version")
+
+    def stats(self) -> dict:
+        """Counters: puts, gets, qsize, in_flight, admitted, max_staleness_seen, staleness_histogram..."""
+        return self._call(self._actor.stats.remote(), 0.0, "stats")
+
+    # ---- internals ------------------------------------------------------------------------------
+    def _timeout(self, timeout: Optional[float]) -> float:
+        if timeout is None:
+            return self.default_timeout
+        if timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout}")
+        return float(timeout)
+
+    def _call(self, ref: Any, timeout: float, op: str) -> Any:
+        try:
+            return ray.get(ref, timeout=timeout + _CALL_MARGIN_S)
+        except GetTimeoutError:
+            raise ChannelTimeout(f"channel '{self.name}': {op} got no answer from the channel actor") from None
+        except RayActorError as e:
+            raise ChannelClosed(f"channel '{self.name}': the channel actor is gone ({op})") from e
+
+    async def _acall(self, awaitable: Any, timeout: float, op: str) -> Any:
+        try:
+            return await asyncio.wait_for(awaitable, timeout + _CALL_MARGIN_S)
+        except asyncio.CancelledError:
+            # Stop the waiting actor call too, so a cancelled getter does not take an item later.
+            # (An item the actor handed out in the instant before the cancel is lost.)
+            if isinstance(awaitable, ray.ObjectRef):
+                ray.cancel(awaitable)
+            raise
+        except asyncio.TimeoutError:
+            raise ChannelTimeout(f"channel '{self.name}': {op} got no answer from the channel actor") from None
+        except RayActorError as e:
+            raise ChannelClosed(f"channel '{self.name}': the channel actor is gone ({op})") from e
+
+    def _unwrap(self, result: _Result, timeout: float, op: str) -> Any:
+        status, value = result
+        if status == _OK:
+            return value
+        if status == _TIMEOUT:
+            raise ChannelTimeout(f"channel '{self.name}': {op} timed out after {timeout:g} s")
+        if status == _CLOSED:
+            raise ChannelClosed(f"channel '{self.name}' is closed ({op})")
+        raise ValueError(f"channel '{self.name}': {value}")
+
+    def __repr__(self) -> str:
+        return f"Channel({self.name!r})"

@@ -1,0 +1,136 @@
+"""Reasoning workflow: GRPO / PPO-family RL of a language model on verifiable text tasks.
+
+Phases the runner and its schedule call: `sync_weights`, `collect(step)` (generate + score),
+`train(batch)`, `evaluate()`. Groups: actor (FSDP2 training), rollout (generation), reward.
+"""
+
+import logging
+import random
+import time
+from typing import Dict, List, Optional
+
+import torch
+
+from rlinf.config import RLinfConfig
+from rlinf.envs.text import TextSample, load_task
+from rlinf.errors import InputError
+from rlinf.models.tokenizer import load_tokenizer
+from rlinf.placement import Placement
+from rlinf.runners.batching import build_train_batch, concat_rollouts, shard_rows, split_even
+from rlinf.scheduler import Cluster, WorkerGroup
+from rlinf.workers.actor.fsdp_actor import ActorWorker
+from rlinf.workers.reward import RewardWorker
+from rlinf.workers.rollout.worker import RolloutWorker
+
+logger = logging.getLogger(__name__)
+
+
+class ReasoningWorkflow:
+    def __init__(self, cfg: RLinfConfig, placement: Placement, phase):
+        self.cfg, self.placement, self.phase = cfg, placement, phase
+        self.tokenizer = load_tokenizer(cfg.actor.model.path)
+        self.task = load_task(cfg.data)
+        n_rows = cfg.data.batch_size * cfg.algorithm.group_size
+        if n_rows % placement.world_size("actor"):
+            raise InputError(f"data.batch_size x algorithm.group_size = {n_rows} rows do not split evenly over "
+                             f"{placement.world_size('actor')} actor ranks", key="data.batch_size")
+        self.version = 0          # weights version of the actor (updates done)
+        self.synced_version = -1  # version the rollout ranks hold
+        self.groups: List[WorkerGroup] = []
+
+    def start(self, cluster: Cluster) -> None:
+        cfg, tok, devices = self.cfg, self.tokenizer, self.placement.devices
+        vocab = len(tok)
+        self.actor = WorkerGroup(cluster, ActorWorker, "actor", devices["actor"],
+                                 args=(cfg.actor, cfg.algorithm, vocab, cfg.runner.seed))
+        self.groups.append(self.actor)
+        self.rollout = WorkerGroup(cluster, RolloutWorker, "rollout", devices["rollout"],
+                                   args=(cfg.rollout, cfg.actor.model, vocab, tok.eos_token_id, tok.pad_token_id,
+                                         cfg.runner.seed), init_dist=False)
+        self.groups.append(self.rollout)
+        self.reward = WorkerGroup(cluster, RewardWorker, "reward", devices["reward"], args=(cfg.reward,),
+                                  init_dist=False)
+        self.groups.append(self.reward)
+        n_params = self.actor.call("setup").wait()[0]
+        logger.info("actor: %s parameters on %d rank(s); placement %s", f"{n_params:,}", self.actor.size,
+                    self.placement.mode)
+
+    # ---- data -------------------------------------------------------------------------------------
+    def prompts_for_step(self, step: int) -> List[TextSample]:
+        """The step's prompts: a seeded shuffle per pass over the training set (resumable by step)."""
+        B, data = self.cfg.data.batch_size, self.task.train
+        per_epoch = max(1, len(data) // B)
+        epoch, index = divmod(step, per_epoch)
+        order = list(range(len(data)))
+        random.Random(self.cfg.data.seed + epoch).shuffle(order)
+        return [data[i] for i in order[index * B:(index + 1) * B]]
+
+    def encode(self, sample: TextSample) -> List[int]:
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            return tok.apply_chat_template([{"role": "user", "content": sample.prompt}], add_generation_prompt=True,
+                                           tokenize=True)
+        return tok.encode(sample.prompt)
+
+    # ---- phases -----------------------------------------------------------------------------------
+    def sync_weights(self) -> None:
+        """Actor weights -> every rollout rank (bit-exact), tagged with the current version."""
+        if self.synced_version == self.version:
+            return
+        with self.phase("sync_weights"):
+            refs = [r for per_rank in self.actor.call("export_weights").wait() for r in per_rank]
+            versions = self.rollout.call("load_weights", refs, self.version).wait()
+        if set(versions) != {self.version}:
+            raise RuntimeError(f"rollout ranks report versions {versions}, expected {self.version}")
+        self.synced_version = self.version
+
+    def collect(self, step: int) -> Dict:
+        samples = self.prompts_for_step(step)
+        return self.generate(samples, self.cfg.algorithm.group_size, seed=self.cfg.runner.seed + step)
+
+    def generate(self, samples: List[TextSample], n: int, greedy: bool = False, seed: Optional[int] = None) -> Dict:
+        """n responses per sample spread over the rollout ranks, decoded and scored."""
+        prompts = [self.encode(s) for s in samples for _ in range(n)]
+        answers = [s.answer for s in samples for _ in range(n)]
+        t0 = time.time()
+        outs = self.rollout.scatter("generate", split_even(prompts, self.rollout.size), greedy=greedy,
+                                    seed=seed).wait()
+        rollout = concat_rollouts(outs, self.tokenizer.pad_token_id)
+        t1 = time.time()
+        texts = [self.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True)
+                 for r, m in zip(rollout["responses"], rollout["mask"])]
+        pairs = list(zip(texts, answers))
+        scores = [s for part in self.reward.scatter("score", split_even(pairs, self.reward.size)).wait() for s in part]
+        rollout.update(prompts=prompts, texts=texts, scores=torch.tensor(scores, dtype=torch.float32),
+                       group_index=torch.arange(len(samples)).repeat_interleave(n),
+                       timing={"rollout": t1 - t0, "reward": time.time() - t1})
+        return rollout
+
+    def train(self, rollout: Dict) -> Dict[str, float]:
+        batch = build_train_batch(rollout["prompts"], rollout, rollout["scores"], rollout["group_index"],
+                                  self.cfg.algorithm, self.tokenizer.pad_token_id)
+        t0 = time.time()
+        metrics = self.actor.scatter("update", shard_rows(batch, self.actor.size)).wait()[0]
+        self.version += 1
+        scores, mask = rollout["scores"], rollout["mask"]
+        metrics.update({
+            "reward/mean": float(scores.mean()),
+            "reward/accuracy": float((scores >= 1.0).float().mean()),
+            "response/length": float(mask.sum(1).mean()),
+            "staleness/max": float(self.version - 1 - rollout["versions"].min()),
+            "time/rollout_s": rollout["timing"]["rollout"],
+            "time/reward_s": rollout["timing"]["reward"],
+            "time/update_s": time.time() - t0,
+            "weights/version": self.version,
+            "samples": len(rollout["texts"]),
+            "tokens": float(mask.sum()),
+        })
+        return metrics
+
+    def evaluate(self) -> Dict[str, float]:
+        self.sync_weights()
+        with self.phase("evaluate"):
+            out = self.generate(self.task.eval, 1, greedy=True, seed=0)
+        scores = out["scores"]
+        return {"accuracy": float((scores >= 1.0).float().mean()), "reward": float(scores.mean()),
+                "num_samples": len(self.task.eval)}
