@@ -4,8 +4,8 @@
 Ray actor. Items other than small scalars/strings travel through the Ray object store: the client
 `ray.put`s them and sends the ObjectRef wrapped in a small record (so Ray does not resolve it on
 the way), the channel actor only queues references, and the consumer `ray.get`s the data
-(zero-copy for numpy arrays). A producer process must therefore stay alive until its items are
-consumed (it owns them).
+(zero-copy for numpy arrays, which therefore arrive read-only). A producer process must stay
+alive until its items are consumed (it owns them).
 
 Every blocking call takes `timeout` in seconds; None means the channel's `default_timeout`
 (600 s unless set at creation), so no call waits forever. The actor gives up at the timeout and
@@ -66,13 +66,14 @@ class _ChannelActor:
         self._core = ChannelCore(capacity, max_staleness, batch_size)
         self._default_timeout = default_timeout
         self._cond: Optional[asyncio.Condition] = None  # made on first use, inside the actor's loop
+        self._waiting = {"admit": 0, "put": 0, "get": 0}  # calls blocked right now, by kind
 
     def _condition(self) -> asyncio.Condition:
         if self._cond is None:
             self._cond = asyncio.Condition()
         return self._cond
 
-    async def _until(self, attempt: Callable[[], Optional[_Result]], timeout: float) -> _Result:
+    async def _until(self, kind: str, attempt: Callable[[], Optional[_Result]], timeout: float) -> _Result:
         """Run `attempt` under the lock until it returns a result or `timeout` passes; a successful
         attempt changed the state, so every waiter is woken to re-check its own condition."""
         cond = self._condition()
@@ -88,10 +89,13 @@ class _ChannelActor:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return _TIMEOUT, None
+                self._waiting[kind] += 1
                 try:
                     await asyncio.wait_for(cond.wait(), remaining)
                 except asyncio.TimeoutError:
                     pass
+                finally:
+                    self._waiting[kind] -= 1
 
     async def _notify(self) -> None:
         cond = self._condition()
@@ -102,8 +106,13 @@ class _ChannelActor:
         if n < 1:
             return _INVALID, f"admit count must be >= 1, got {n}"
         core = self._core
-        return await self._until(
-            lambda: (_CLOSED, None) if core.closed else ((_OK, None) if core.try_admit(version, n) else None), timeout)
+
+        def attempt() -> Optional[_Result]:
+            if core.closed:
+                return _CLOSED, None
+            return (_OK, None) if core.try_admit(version, n) else None
+
+        return await self._until("admit", attempt, timeout)
 
     async def cancel(self, version: int, n: int) -> _Result:
         try:
@@ -131,7 +140,7 @@ class _ChannelActor:
                 return _INVALID, str(e)
             return _OK, None
 
-        return await self._until(attempt, timeout)
+        return await self._until("put", attempt, timeout)
 
     async def get(self, n: int, timeout: float) -> _Result:
         core = self._core
@@ -146,7 +155,7 @@ class _ChannelActor:
                 return (_OK, core.take(min(n, left))) if left else (_CLOSED, None)
             return None
 
-        return await self._until(attempt, timeout)
+        return await self._until("get", attempt, timeout)
 
     async def close(self) -> None:
         self._core.close()
@@ -159,7 +168,7 @@ class _ChannelActor:
         return self._core.consumer_version()
 
     async def stats(self) -> dict:
-        return self._core.stats()
+        return {**self._core.stats(), "waiting": dict(self._waiting)}
 
     async def config(self) -> dict:
         core = self._core
@@ -297,7 +306,8 @@ class Channel:
         return self._call(self._actor.consumer_version.remote(), 0.0, "consumer_version")
 
     def stats(self) -> dict:
-        """Counters: puts, gets, qsize, in_flight, admitted, max_staleness_seen, staleness_histogram..."""
+        """Counters: puts, gets, qsize, in_flight, admitted, max_staleness_seen, staleness_histogram,
+        waiting (calls blocked now: {"admit": k, "put": k, "get": k}) and the channel's settings."""
         return self._call(self._actor.stats.remote(), 0.0, "stats")
 
     # ---- internals ------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ class AlgorithmConfig:
     value_clip: float = _f(0.2, "Critic value clipping range.", min=0.0)
     dynamic_sampling: bool = _f(False, "DAPO dynamic sampling: drop groups whose rewards are all equal and refill.")
     update_epochs: int = _f(1, "Passes over each batch per step.", min=1)
+    value_coef: float = _f(0.5, "Weight of the value loss in the joint loss of an actor-critic with a value head (embodied PPO): pg - entropy_coef * H + value_coef * L_V.", min=0.0)
     reward_level: str = _f("token", "Granularity of rewards: token (LLM), action or chunk (VLA).", choices=["token", "action", "chunk"])
     logprob_level: str = _f("token", "Granularity of log-probs: token (LLM), action or chunk (VLA).", choices=["token", "action", "chunk"])
 
@@ -94,6 +95,9 @@ class ActorConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay.", min=0.0)
     micro_batch_size: int = _f(8, "Sequences per forward/backward (gradient accumulation splits a batch into these).", min=1)
     grad_clip: float = _f(1.0, "Global gradient-norm clip (0: off).", min=0.0)
+    global_batch_size: Optional[int] = _f(None, "Samples (env steps) per optimizer step over all actor ranks, i.e. the PPO minibatch; null: the whole batch, one step per epoch. Read by the embodied actor (the reasoning actor takes one step per epoch).", min=1)
+    lr_schedule: str = _f("constant", "Learning-rate schedule over runner.max_steps: constant, or linear decay lr * (1 - step / max_steps) (embodied actor).", choices=["constant", "linear"])
+    adam_eps: float = _f(1e-8, "Adam epsilon of the embodied actor's optimizer.", min=0.0)
     offload: bool = _f(False, "Offload model and optimizer state between phases (colocated placement).")
 
 
@@ -123,6 +127,8 @@ class EnvConfig:
     num_envs: int = _f(8, "Parallel environments per env worker.", min=1)
     max_episode_steps: Optional[int] = _f(None, "Episode step limit (null: the task's own).", min=1)
     obs_mode: str = _f("state", "Observation mode.", choices=["state", "rgb"])
+    rollout_steps: int = _f(128, "Steps every training env takes per training step (rollout horizon T); a step's batch is all envs x T env steps.", min=1)
+    eval_episodes: int = _f(10, "Episodes of greedy (deterministic-policy) evaluation at start, every runner.eval_interval and at the end.", min=1)
 
 
 @dataclass

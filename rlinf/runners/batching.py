@@ -1,6 +1,6 @@
 """Pure helpers that turn prompts, rollouts and rewards into training tensors."""
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -31,26 +31,38 @@ def concat_rollouts(outputs: List[Dict], pad_id: int) -> Dict[str, torch.Tensor]
     }
 
 
-def build_train_batch(prompts: List[List[int]], rollout: Dict[str, torch.Tensor], scores: torch.Tensor,
-                      group_index: torch.Tensor, algo: AlgorithmConfig, pad_id: int) -> Dict[str, torch.Tensor]:
-    """Prompt + response tensors with advantages for the actor (see ActorWorker for the layout)."""
+def build_lm_batch(prompts: List[List[int]], rollout: Dict[str, torch.Tensor], pad_id: int) -> Dict[str, torch.Tensor]:
+    """Prompt + response tensors in the layout ActorWorker / CriticWorker read."""
     prompt_ids, prompt_attn = left_pad(prompts, pad_id)
     mask = rollout["mask"]
     input_ids = torch.cat([prompt_ids, rollout["responses"]], dim=1)
     attention_mask = torch.cat([prompt_attn, mask.long()], dim=1)
-    advantages, returns = compute_advantages(
-        algo.adv_estimator, mask=mask, scores=scores, group_index=group_index,
-        gamma=algo.gamma, lam=algo.lam, norm_by_std=algo.norm_adv_by_std,
-    )
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
         "response_mask": mask,
         "behaviour_logprobs": rollout["logprobs"],
-        "advantages": advantages,
-        "returns": returns,
     }
+
+
+def add_advantages(batch: Dict[str, torch.Tensor], scores: torch.Tensor, group_index: torch.Tensor,
+                   algo: AlgorithmConfig, values: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    """Advantages and returns from outcome scores (and critic values for GAE) by `algo.adv_estimator`."""
+    advantages, returns = compute_advantages(
+        algo.adv_estimator, mask=batch["response_mask"], scores=scores, group_index=group_index,
+        values=values, gamma=algo.gamma, lam=algo.lam, norm_by_std=algo.norm_adv_by_std,
+    )
+    out = {**batch, "advantages": advantages, "returns": returns}
+    if values is not None:
+        out["values"] = values
+    return out
+
+
+def build_train_batch(prompts: List[List[int]], rollout: Dict[str, torch.Tensor], scores: torch.Tensor,
+                      group_index: torch.Tensor, algo: AlgorithmConfig, pad_id: int) -> Dict[str, torch.Tensor]:
+    """`build_lm_batch` + `add_advantages` for critic-free estimators."""
+    return add_advantages(build_lm_batch(prompts, rollout, pad_id), scores, group_index, algo)
 
 
 def shard_rows(batch: Dict[str, torch.Tensor], parts: int) -> List[Dict[str, torch.Tensor]]:

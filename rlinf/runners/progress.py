@@ -6,8 +6,9 @@ from tqdm import tqdm
 
 
 class Progress:
-    def __init__(self, total: int, enabled: bool = True, desc: str = "train"):
-        self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, disable=not enabled)
+    def __init__(self, total: int, enabled: bool = True, desc: str = "train", initial: int = 0):
+        self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, disable=not enabled,
+                        initial=initial)
 
     def update(self, step: int, metrics: Dict[str, float]) -> None:
         post = {}

@@ -16,9 +16,10 @@ from rlinf.envs.text import TextSample, load_task
 from rlinf.errors import InputError
 from rlinf.models.tokenizer import load_tokenizer
 from rlinf.placement import Placement
-from rlinf.runners.batching import build_train_batch, concat_rollouts, shard_rows, split_even
+from rlinf.runners.batching import add_advantages, build_lm_batch, concat_rollouts, shard_rows, split_even
 from rlinf.scheduler import Cluster, WorkerGroup
 from rlinf.workers.actor.fsdp_actor import ActorWorker
+from rlinf.workers.critic.fsdp_critic import CriticWorker
 from rlinf.workers.reward import RewardWorker
 from rlinf.workers.rollout.worker import RolloutWorker
 
@@ -51,7 +52,15 @@ class ReasoningWorkflow:
         self.reward = WorkerGroup(cluster, RewardWorker, "reward", devices["reward"], args=(cfg.reward,),
                                   init_dist=False)
         self.groups.append(self.reward)
+        self.critic = None
+        if cfg.critic.enabled:
+            self.critic = WorkerGroup(cluster, CriticWorker, "critic", devices["critic"],
+                                      args=(cfg.critic, cfg.algorithm, vocab, cfg.runner.seed))
+            self.groups.append(self.critic)
+            critic_setup = self.critic.call("setup")
         n_params = self.actor.call("setup").wait()[0]
+        if self.critic is not None:
+            critic_setup.wait()
         logger.info("actor: %s parameters on %d rank(s); placement %s", f"{n_params:,}", self.actor.size,
                     self.placement.mode)
 
@@ -107,10 +116,18 @@ class ReasoningWorkflow:
         return rollout
 
     def train(self, rollout: Dict) -> Dict[str, float]:
-        batch = build_train_batch(rollout["prompts"], rollout, rollout["scores"], rollout["group_index"],
-                                  self.cfg.algorithm, self.tokenizer.pad_token_id)
+        batch = build_lm_batch(rollout["prompts"], rollout, self.tokenizer.pad_token_id)
         t0 = time.time()
-        metrics = self.actor.scatter("update", shard_rows(batch, self.actor.size)).wait()[0]
+        values = None
+        if self.critic is not None:
+            values = torch.cat(self.critic.scatter("compute_values", shard_rows(batch, self.critic.size)).wait())
+        batch = add_advantages(batch, rollout["scores"], rollout["group_index"], self.cfg.algorithm, values)
+        # Actor and critic updates are independent: run them concurrently, then wait for both.
+        actor_handle = self.actor.scatter("update", shard_rows(batch, self.actor.size))
+        critic_handle = self.critic.scatter("update", shard_rows(batch, self.critic.size)) if self.critic else None
+        metrics = actor_handle.wait()[0]
+        if critic_handle is not None:
+            metrics.update(critic_handle.wait()[0])
         self.version += 1
         scores, mask = rollout["scores"], rollout["mask"]
         metrics.update({
@@ -134,3 +151,18 @@ class ReasoningWorkflow:
         scores = out["scores"]
         return {"accuracy": float((scores >= 1.0).float().mean()), "reward": float(scores.mean()),
                 "num_samples": len(self.task.eval)}
+
+    # ---- checkpoints --------------------------------------------------------------------------------
+    def save_checkpoint(self, path: str) -> None:
+        """Every training group writes its shards (model, optimizer, RNG) under `path/<group>`."""
+        handles = [g.call("save_checkpoint", f"{path}/{g.name}", {"version": self.version})
+                   for g in (self.actor, self.critic) if g is not None]
+        for h in handles:
+            h.wait()
+
+    def load_checkpoint(self, path: str, step: int) -> None:
+        handles = [g.call("load_checkpoint", f"{path}/{g.name}") for g in (self.actor, self.critic) if g is not None]
+        for h in handles:
+            h.wait()
+        self.version = step
+        self.synced_version = -1

@@ -12,11 +12,12 @@ timeline, TensorBoard), evaluation at start and end, throughput and the progress
 import logging
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Dict, List, Optional
 
 from rlinf.config import RLinfConfig, to_yaml
-from rlinf.errors import InputError
 from rlinf.placement import Placement
+from rlinf.runners import checkpoints
 from rlinf.runners.progress import Progress
 from rlinf.runners.schedules import make_schedule
 from rlinf.scheduler import Cluster
@@ -26,18 +27,31 @@ logger = logging.getLogger(__name__)
 
 
 def make_workflow(cfg: RLinfConfig, placement: Placement, phase):
+    """EmbodiedWorkflow when the config names a simulator task (`env.id`), else ReasoningWorkflow."""
+    if cfg.env.id is not None:
+        from rlinf.runners.embodied import EmbodiedWorkflow
+
+        return EmbodiedWorkflow(cfg, placement, phase)
     from rlinf.runners.reasoning import ReasoningWorkflow
 
     return ReasoningWorkflow(cfg, placement, phase)
 
 
 class Runner:
-    def __init__(self, cfg: RLinfConfig, placement: Placement, config_name: str = "run"):
+    def __init__(self, cfg: RLinfConfig, placement: Placement, config_name: str = "run",
+                 resume: Optional[str] = None):
         self.cfg, self.placement = cfg, placement
         self.events: List[dict] = []
         self.workflow = make_workflow(cfg, placement, self.phase)
         self.schedule = make_schedule(cfg, placement)
-        self.run_dir = RunDir.create(cfg.runner.output_dir, config_name, to_yaml(cfg), cfg.runner.tensorboard)
+        self.start_step, self.resume_from = 0, None
+        if resume is not None:
+            self.resume_from, self.start_step = checkpoints.latest(Path(resume))
+            output_dir = str(resume)
+        else:
+            output_dir = cfg.runner.output_dir
+        self.run_dir = RunDir.create(output_dir, config_name, to_yaml(cfg), cfg.runner.tensorboard,
+                                     resume_step=self.start_step if resume is not None else None)
         logger.info("run directory: %s", self.run_dir.path)
         self.cluster: Optional[Cluster] = None
 
@@ -54,19 +68,29 @@ class Runner:
         with self.phase("start_workers"):
             self.cluster = Cluster(self.cfg.cluster)
             self.workflow.start(self.cluster)
+        if self.resume_from is not None:
+            with self.phase("load_checkpoint"):
+                self.workflow.load_checkpoint(str(self.resume_from), self.start_step)
+            logger.info("resumed from %s (step %d)", self.resume_from, self.start_step)
+
+    def save_checkpoint(self, step: int) -> None:
+        with self.phase("save_checkpoint"):
+            checkpoints.save(self.run_dir.path, step, self.workflow.save_checkpoint)
 
     def fit(self) -> Dict:
         cfg = self.cfg.runner
         wf = self.workflow
         t_start = time.time()
-        eval_start = wf.evaluate()
+        eval_start = self.run_dir.start_eval() if self.start_step else None
+        if eval_start is None:
+            eval_start = wf.evaluate()
+            self.run_dir.log_metrics(0, {f"eval/{k}": v for k, v in eval_start.items()})
         logger.info("eval at start: %s", eval_start)
-        self.run_dir.log_metrics(0, {f"eval/{k}": v for k, v in eval_start.items()})
         samples = tokens = 0.0
         train_time = 0.0
-        progress = Progress(cfg.max_steps, enabled=cfg.progress_bar)
+        progress = Progress(cfg.max_steps, enabled=cfg.progress_bar, initial=self.start_step)
         self.schedule.start(wf)
-        for step in range(cfg.max_steps):
+        for step in range(self.start_step, cfg.max_steps):
             t0 = time.time()
             with self.phase("step"):
                 batch = self.schedule.next_batch(wf, step)
@@ -83,6 +107,8 @@ class Runner:
             if (step + 1) % cfg.log_interval == 0 or step + 1 == cfg.max_steps:
                 self.run_dir.log_metrics(step + 1, metrics)
             progress.update(step + 1, metrics)
+            if cfg.save_interval and ((step + 1) % cfg.save_interval == 0 or step + 1 == cfg.max_steps):
+                self.save_checkpoint(step + 1)
         self.schedule.stop(wf)
         progress.close()
         eval_final = wf.evaluate()
@@ -91,6 +117,7 @@ class Runner:
         summary = {
             "eval": {"start": eval_start, "final": eval_final},
             "steps": cfg.max_steps,
+            "resumed_from_step": self.start_step,
             "throughput": {"samples_per_s": samples / max(train_time, 1e-9),
                            "tokens_per_s": tokens / max(train_time, 1e-9),
                            "train_time_s": train_time},
@@ -117,9 +144,7 @@ class Runner:
 
 
 def run(cfg: RLinfConfig, placement: Placement, config_name: str = "run", resume: Optional[str] = None) -> Dict:
-    if resume is not None:
-        raise InputError("--resume is not supported yet for this recipe", key="--resume")
-    runner = Runner(cfg, placement, config_name)
+    runner = Runner(cfg, placement, config_name, resume)
     try:
         runner.start()
         summary = runner.fit()

@@ -30,11 +30,18 @@ def _jsonable(value):
 class RunDir:
     """Writes `config.yaml`, `metrics.jsonl`, `summary.json`, `timeline.json` and TensorBoard events."""
 
-    def __init__(self, path: Path, config_yaml: str, tensorboard: bool = True, resume: bool = False):
+    def __init__(self, path: Path, config_yaml: str, tensorboard: bool = True, resume_step: Optional[int] = None):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "config.yaml").write_text(config_yaml)
-        self._metrics = open(self.path / "metrics.jsonl", "a" if resume else "w")
+        metrics = self.path / "metrics.jsonl"
+        if resume_step is not None and metrics.exists():
+            # Rows after the checkpoint are redone by the resumed run: drop them.
+            kept = [r for r in read_metrics(metrics) if r["step"] <= resume_step]
+            metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            self._metrics = open(metrics, "a")
+        else:
+            self._metrics = open(metrics, "w")
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -43,8 +50,16 @@ class RunDir:
 
     @classmethod
     def create(cls, output_dir: Optional[str], config_name: str, config_yaml: str, tensorboard: bool = True,
-               resume: bool = False) -> "RunDir":
-        return cls(Path(output_dir) if output_dir else default_run_dir(config_name), config_yaml, tensorboard, resume)
+               resume_step: Optional[int] = None) -> "RunDir":
+        return cls(Path(output_dir) if output_dir else default_run_dir(config_name), config_yaml, tensorboard,
+                   resume_step)
+
+    def start_eval(self) -> Optional[dict]:
+        """The step-0 evaluation recorded by the original run (for a resumed run's summary)."""
+        for row in read_metrics(self.path / "metrics.jsonl"):
+            if row["step"] == 0 and any(k.startswith("eval/") for k in row):
+                return {k[len("eval/"):]: v for k, v in row.items() if k.startswith("eval/")}
+        return None
 
     def log_metrics(self, step: int, metrics: dict) -> None:
         row = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}

@@ -9,16 +9,15 @@ the rank's whole-batch token (or sequence) count so accumulation equals one big 
 
 import logging
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import ray
 import torch
-import torch.distributed as dist
 
 from rlinf.algorithms import aggregate_loss, compute_policy_loss, entropy_from_logits, kl_penalty, logprobs_from_logits
 from rlinf.config.schema import ActorConfig, AlgorithmConfig
 from rlinf.models.causal_lm import build_causal_lm
-from rlinf.scheduler import Worker
+from rlinf.workers.fsdp_worker import FSDPTrainWorker, micro_batches, to_device
 
 logger = logging.getLogger(__name__)
 
@@ -30,13 +29,14 @@ def response_logits(model, batch: Dict[str, torch.Tensor], T: int) -> torch.Tens
     return out.logits[:, -T - 1:-1]
 
 
-def micro_batches(batch: Dict[str, torch.Tensor], size: int) -> List[Dict[str, torch.Tensor]]:
-    n = batch["input_ids"].shape[0]
-    return [{k: v[i:i + size] for k, v in batch.items()} for i in range(0, n, size)]
+def loss_denominator(mask: torch.Tensor, loss_agg: str) -> float:
+    """Whole-batch divisor for micro-batch accumulation: valid tokens, or valid sequences."""
+    count = (mask.sum(1) > 0).sum() if loss_agg != "token-mean" else mask.sum()
+    return max(float(count), 1.0)
 
 
-class ActorWorker(Worker):
-    """Policy model + optimizer; one rank per device of the actor's placement."""
+class ActorWorker(FSDPTrainWorker):
+    """Policy model + optimizer (+ frozen reference when algorithm.kl_coef > 0); one rank per device."""
 
     def __init__(self, cfg: ActorConfig, algo: AlgorithmConfig, vocab_size: int, seed: int):
         super().__init__()
@@ -47,25 +47,12 @@ class ActorWorker(Worker):
         self.reference = None
         if algo.kl_coef > 0:
             self.reference = build_causal_lm(cfg.model, vocab_size, seed=seed).eval().requires_grad_(False)
-        self.optimizer: Optional[torch.optim.Optimizer] = None
-        self.version = 0
 
     def setup(self) -> int:
-        """Shard the model with FSDP2 over this group's process group and build the optimizer."""
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
-
-        self.model.to(self.device)
         if self.reference is not None:
             self.reference.to(self.device)
-        mesh = init_device_mesh(self.device.type, (self.world_size,))
-        for layer in self.model.model.layers:
-            fully_shard(layer, mesh=mesh)
-        fully_shard(self.model, mesh=mesh)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        return sum(p.numel() for p in self.model.parameters())
+        return self.shard_and_build_optimizer(self.cfg.lr, self.cfg.weight_decay)
 
-    # ---- log-probs -------------------------------------------------------------------------------
     @torch.no_grad()
     def _logprobs(self, model, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         T = batch["response_mask"].shape[1]
@@ -76,37 +63,31 @@ class ActorWorker(Worker):
     def compute_logprobs(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Log-probs of the response tokens under the current weights (log-prob recomputation)."""
         self.model.eval()
-        return self._logprobs(self.model, _to(batch, self.device)).cpu()
+        return self._logprobs(self.model, to_device(batch, self.device)).cpu()
 
-    # ---- update ----------------------------------------------------------------------------------
     def update(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         """One PPO-family update on this rank's shard; returns metrics averaged over the group."""
         t0 = time.time()
-        batch = _to(batch, self.device)
+        batch = to_device(batch, self.device)
         T = batch["response_mask"].shape[1]
         self.model.eval()
         batch["old_logprobs"] = self._logprobs(self.model, batch)
         if self.reference is not None:
             batch["ref_logprobs"] = self._logprobs(self.reference, batch)
-        mask = batch["response_mask"]
-        seq_mode = self.algo.loss_agg != "token-mean"
-        denominator = float((mask.sum(1) > 0).sum()) if seq_mode else float(mask.sum())
-        denominator = max(denominator, 1.0)
+        denominator = loss_denominator(batch["response_mask"], self.algo.loss_agg)
         self.model.train()
         sums: Dict[str, float] = {}
         n_mb = 0
         for _ in range(self.algo.update_epochs):
             for mb in micro_batches(batch, self.cfg.micro_batch_size):
-                metrics = self._micro_step(mb, T, denominator)
-                for k, v in metrics.items():
+                for k, v in self._micro_step(mb, T, denominator).items():
                     sums[k] = sums.get(k, 0.0) + v
                 n_mb += 1
-            grad_norm = self._optimizer_step()
-        self.version += 1
+            grad_norm = self.optimizer_step(self.cfg.grad_clip)
         out = {k: v / n_mb for k, v in sums.items()}
-        out["grad_norm"] = grad_norm
-        out["update_time_s"] = time.time() - t0
-        return _group_mean(out, self.device)
+        out["actor/grad_norm"] = grad_norm
+        out["time/actor_update_s"] = time.time() - t0
+        return self.group_mean(out)
 
     def _micro_step(self, mb: Dict[str, torch.Tensor], T: int, denominator: float) -> Dict[str, float]:
         algo = self.algo
@@ -132,19 +113,8 @@ class ActorWorker(Worker):
         loss.backward()
         return out
 
-    def _optimizer_step(self) -> float:
-        if self.cfg.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-        else:
-            norm = 0.0
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return norm
-
-    # ---- weights out -----------------------------------------------------------------------------
     def export_weights(self) -> List:
-        """Gather full weights (a collective: every rank calls); rank 0 returns [ObjectRef of {name: ndarray}].
+        """Gather full weights (a collective: every rank calls); rank 0 returns [ObjectRef of {name: array}].
 
         numpy arrays travel through Ray's object store zero-copy; the controller only passes the ref.
         """
@@ -152,22 +122,6 @@ class ActorWorker(Worker):
         for name, tensor in self.model.state_dict().items():
             full = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
             if self.rank == 0:
-                state[name] = full.detach().cpu().numpy() if full.dtype != torch.bfloat16 else full.detach().cpu()
+                full = full.detach().cpu()
+                state[name] = full if full.dtype == torch.bfloat16 else full.numpy()
         return [ray.put(state)] if self.rank == 0 else []
-
-
-def _to(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def _group_mean(metrics: Dict[str, float], device: torch.device) -> Dict[str, float]:
-    """Average scalar metrics over the actor's ranks (all ranks hold the same keys)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return metrics
-    keys = sorted(metrics)
-    t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    t /= dist.get_world_size()
-    return {k: float(v) for k, v in zip(keys, t)}
-
-

@@ -1,0 +1,127 @@
+"""Vectorised gymnasium environments behind one small interface.
+
+    env = GymVectorEnv("CartPole-v1", num_envs=8)
+    obs = env.reset(seed=0)                                   # [N, *obs_shape] float32
+    obs, rewards, terminated, truncated, info = env.step(actions)
+
+Auto-reset happens in the same step (gymnasium's `AutoresetMode.SAME_STEP`): when env i ends at
+step t, `obs[i]` is already the first observation of its next episode and the last observation of
+the finished one is `info["final_obs"][i]` (rows of envs that did not end are zeros). A truncated
+(time-limit) step therefore can still be bootstrapped with V(final_obs).
+
+`info` also carries, per env, `done` (terminated | truncated) and, valid where `done`:
+    episode_return  sum of the rewards of the finished episode
+    episode_length  its number of steps
+    success         the env's own `success` / `is_success` flag at the end (False if it has none)
+and `has_success` tells whether the env reports success at all (CartPole does not).
+"""
+
+import difflib
+import logging
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from rlinf.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+_SUCCESS_KEYS = ("success", "is_success")
+
+
+def _registry_ids() -> list:
+    import gymnasium as gym
+
+    return list(gym.envs.registry.keys())
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise `InputError(key="env.id")` with the closest registered ids if `env_id` is unknown."""
+    ids = _registry_ids()
+    if env_id in ids:
+        return
+    close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise InputError(f"unknown gymnasium environment '{env_id}'{hint}", key="env.id")
+
+
+class GymVectorEnv:
+    """`num_envs` copies of a gymnasium task in a `SyncVectorEnv` with same-step auto-reset.
+
+    Discrete action spaces take integer actions [N]; Box action spaces take float actions
+    [N, *shape], clipped to the space's bounds before stepping (the policy keeps the unclipped ones).
+    """
+
+    def __init__(self, env_id: str, num_envs: int, max_episode_steps: Optional[int] = None):
+        import gymnasium as gym
+        from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+        check_env_id(env_id)
+        if num_envs < 1:
+            raise InputError(f"need at least one environment, got {num_envs}", key="env.num_envs")
+        kwargs: Dict[str, Any] = {}
+        if max_episode_steps is not None:
+            kwargs["max_episode_steps"] = max_episode_steps
+        self.env_id, self.num_envs = env_id, num_envs
+        self.envs = SyncVectorEnv([lambda: gym.make(env_id, **kwargs) for _ in range(num_envs)],
+                                  autoreset_mode=AutoresetMode.SAME_STEP)
+        self.observation_space = self.envs.single_observation_space
+        self.action_space = self.envs.single_action_space
+        self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
+        if not self.discrete and not isinstance(self.action_space, gym.spaces.Box):
+            raise InputError(f"action space {self.action_space} of '{env_id}' is not supported (Discrete or Box)",
+                             key="env.id")
+        self._returns = np.zeros(num_envs, dtype=np.float64)
+        self._lengths = np.zeros(num_envs, dtype=np.int64)
+
+    @property
+    def obs_dim(self) -> int:
+        return int(np.prod(self.observation_space.shape))
+
+    @property
+    def action_dim(self) -> int:
+        """Number of discrete actions, or the size of a continuous action vector."""
+        return int(self.action_space.n) if self.discrete else int(np.prod(self.action_space.shape))
+
+    def reset(self, seed: Optional[int] = None) -> np.ndarray:
+        """Reset every env (env i seeded with seed + i); returns observations [N, *obs_shape] float32."""
+        obs, _ = self.envs.reset(seed=seed)
+        self._returns[:] = 0.0
+        self._lengths[:] = 0
+        return np.asarray(obs, dtype=np.float32)
+
+    def step(self, actions: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Dict[str, np.ndarray]]:
+        """Step every env once: (obs, rewards [N] float32, terminated [N], truncated [N], info)."""
+        actions = np.asarray(actions)
+        if self.discrete:
+            actions = actions.astype(np.int64).reshape(self.num_envs)
+        else:
+            actions = np.clip(actions.reshape((self.num_envs, *self.action_space.shape)),
+                              self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
+        obs, rewards, terminated, truncated, raw = self.envs.step(actions)
+        rewards = np.asarray(rewards, dtype=np.float32)
+        terminated, truncated = np.asarray(terminated, dtype=bool), np.asarray(truncated, dtype=bool)
+        done = terminated | truncated
+        self._returns += rewards
+        self._lengths += 1
+        final_obs = np.zeros((self.num_envs, *self.observation_space.shape), dtype=np.float32)
+        for i in np.flatnonzero(raw.get("_final_obs", np.zeros(self.num_envs, dtype=bool))):
+            final_obs[i] = raw["final_obs"][i]
+        success, has_success = self._success(raw, done)
+        info = {"done": done, "final_obs": final_obs, "episode_return": np.where(done, self._returns, 0.0),
+                "episode_length": np.where(done, self._lengths, 0), "success": success,
+                "has_success": has_success}
+        self._returns[done] = 0.0
+        self._lengths[done] = 0
+        return np.asarray(obs, dtype=np.float32), rewards, terminated, truncated, info
+
+    def _success(self, raw: Dict[str, Any], done: np.ndarray) -> Tuple[np.ndarray, bool]:
+        final = raw.get("final_info", {})
+        for key in _SUCCESS_KEYS:
+            if key in final:
+                mask = final.get(f"_{key}", done)
+                return np.asarray(final[key], dtype=bool) & mask & done, True
+        return np.zeros(self.num_envs, dtype=bool), False
+
+    def close(self) -> None:
+        self.envs.close()

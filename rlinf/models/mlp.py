@@ -1,0 +1,90 @@
+"""MLP actor-critic for state-observation control tasks (gymnasium classic control, MuJoCo states).
+
+Two separate tanh MLPs, a policy and a value network (as in CleanRL's PPO), each
+`num_layers` hidden layers of `hidden_size` units, orthogonal init (gain sqrt 2 for hidden layers,
+0.01 for the policy head, 1 for the value head), zero biases:
+
+    discrete:    pi(a | s) = Categorical(softmax(f_pi(s)))
+    continuous:  pi(a | s) = Normal(mu = f_pi(s), sigma = exp(log_std)),  log_std a state-independent
+                 parameter (init 0); log pi(a | s) sums over action dimensions
+    value:       V(s) = f_v(s)
+
+The value head is the critic of embodied PPO: no separate critic model or worker is needed.
+"""
+
+import math
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Categorical, Normal
+
+from rlinf.config.schema import ModelConfig
+
+
+def _layer(n_in: int, n_out: int, gain: float) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out)
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _mlp(n_in: int, hidden: int, layers: int, n_out: int, out_gain: float) -> nn.Sequential:
+    mods, width = [], n_in
+    for _ in range(layers):
+        mods += [_layer(width, hidden, math.sqrt(2)), nn.Tanh()]
+        width = hidden
+    mods.append(_layer(width, n_out, out_gain))
+    return nn.Sequential(*mods)
+
+
+class MLPActorCritic(nn.Module):
+    """`act(obs) -> (action, logprob, value)`, `evaluate(obs, actions) -> (logprob, entropy, value)`."""
+
+    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden_size: int = 64, num_layers: int = 2):
+        super().__init__()
+        self.obs_dim, self.action_dim, self.discrete = obs_dim, action_dim, discrete
+        self.pi = _mlp(obs_dim, hidden_size, num_layers, action_dim, 0.01)
+        self.v = _mlp(obs_dim, hidden_size, num_layers, 1, 1.0)
+        if not discrete:
+            self.log_std = nn.Parameter(torch.zeros(action_dim))
+
+    def _dist(self, obs: Tensor):
+        out = self.pi(obs.flatten(1))
+        if self.discrete:
+            return Categorical(logits=out)
+        return Normal(out, self.log_std.exp().expand_as(out))
+
+    def value(self, obs: Tensor) -> Tensor:
+        """V(s) [B]."""
+        return self.v(obs.flatten(1)).squeeze(-1)
+
+    def _logprob(self, dist, actions: Tensor) -> Tensor:
+        return dist.log_prob(actions) if self.discrete else dist.log_prob(actions).sum(-1)
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, greedy: bool = False, generator: torch.Generator | None = None) -> Tuple[Tensor, Tensor, Tensor]:
+        """Sample (or, greedy, take the mode: argmax / mean) an action; returns (action, log pi(a|s), V(s))."""
+        dist = self._dist(obs)
+        if greedy:
+            action = dist.probs.argmax(-1) if self.discrete else dist.mean
+        elif self.discrete:
+            action = torch.multinomial(dist.probs, 1, generator=generator).squeeze(-1)
+        else:
+            action = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=generator,
+                                                           device=dist.mean.device)
+        return action, self._logprob(dist, action), self.value(obs)
+
+    def evaluate(self, obs: Tensor, actions: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """(log pi(a|s) [B], entropy of pi(.|s) [B], V(s) [B]) with gradients, for the PPO update."""
+        dist = self._dist(obs)
+        entropy = dist.entropy() if self.discrete else dist.entropy().sum(-1)
+        return self._logprob(dist, actions), entropy, self.value(obs)
+
+
+def build_mlp_policy(cfg: ModelConfig, obs_dim: int, action_dim: int, discrete: bool, seed: int) -> MLPActorCritic:
+    """The actor-critic of `actor.model` (kind mlp) for a task; identical weights for the same seed."""
+    if cfg.kind != "mlp":
+        raise ValueError(f"build_mlp_policy needs actor.model.kind 'mlp', got '{cfg.kind}'")
+    torch.manual_seed(seed)
+    return MLPActorCritic(obs_dim, action_dim, discrete, cfg.hidden_size, cfg.num_layers)

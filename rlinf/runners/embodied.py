@@ -1,0 +1,236 @@
+"""Embodied workflow: PPO + GAE of an MLP actor-critic on vectorised simulator tasks (gymnasium).
+
+Groups: env (EnvWorker, `env.num_envs` envs per rank), rollout (PolicyRolloutWorker: action
+inference) and actor (EmbodiedActorWorker: data-parallel PPO). The critic is the actor-critic's
+value head, so no critic group runs (`critic.enabled` must stay false). Phases the runner and its
+schedule call: `sync_weights`, `collect(step)`, `train(batch)`, `evaluate()`.
+
+One training step: the rollout picks actions for every env, the envs step, for T =
+`env.rollout_steps` steps (the envs keep their state between training steps); the actor then runs
+`algorithm.update_epochs` PPO epochs over the N x T batch (N = all envs) in minibatches of
+`actor.global_batch_size`, and its weights go to the rollout (numpy state dict through Ray's object
+store) before the next collection.
+
+Pipelining (`rollout.pipeline_stages` = k, hybrid placement): every env rank's envs are split into k
+stages that are stepped in turn, each stage an independent lane alternating `rollout.act` and
+`env.step`. The controller keeps all k lanes in flight, so while the env worker steps stage i the
+rollout already infers on stage i+1. With k = 1 this is the plain alternation.
+"""
+
+import logging
+import time
+from collections import defaultdict
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from rlinf.config import RLinfConfig
+from rlinf.envs.gym_env import check_env_id
+from rlinf.errors import InputError
+from rlinf.placement import Placement
+from rlinf.scheduler import Cluster, WorkerGroup
+from rlinf.workers.actor.embodied_actor import EmbodiedActorWorker
+from rlinf.workers.env.worker import EnvWorker
+from rlinf.workers.rollout.policy_worker import PolicyRolloutWorker
+
+logger = logging.getLogger(__name__)
+
+EVAL_SEED_OFFSET = 1_000_000  # evaluation envs never share seeds with training envs
+EVAL_MAX_STEPS = 100_000      # guard against tasks without a time limit
+
+
+def validate(cfg: RLinfConfig, placement: Placement) -> None:
+    """Reject what embodied PPO cannot run, naming the key, before any worker starts."""
+    check_env_id(cfg.env.id)
+    if cfg.critic.enabled:
+        raise InputError("embodied PPO uses the actor-critic's value head; set critic.enabled=false",
+                         key="critic.enabled")
+    if cfg.algorithm.adv_estimator != "gae":
+        raise InputError(f"embodied PPO supports adv_estimator 'gae', got '{cfg.algorithm.adv_estimator}'",
+                         key="algorithm.adv_estimator")
+    if cfg.actor.model.kind != "mlp":
+        raise InputError(f"gymnasium state tasks need actor.model.kind 'mlp', got '{cfg.actor.model.kind}'",
+                         key="actor.model.kind")
+    if cfg.env.obs_mode != "state":
+        raise InputError("gymnasium tasks run with obs_mode 'state'", key="env.obs_mode")
+    stages = cfg.rollout.pipeline_stages
+    if cfg.env.num_envs % stages:
+        raise InputError(f"env.num_envs = {cfg.env.num_envs} does not split into {stages} pipeline stages",
+                         key="rollout.pipeline_stages")
+    n_envs = cfg.env.num_envs * placement.world_size("env")
+    n_actor = placement.world_size("actor")
+    if n_envs % n_actor:
+        raise InputError(f"{n_envs} envs (env.num_envs x env ranks) do not split evenly over {n_actor} actor ranks",
+                         key="env.num_envs")
+    gbs = cfg.actor.global_batch_size
+    if gbs is not None:
+        total = n_envs * cfg.env.rollout_steps
+        if total % gbs or gbs % n_actor or gbs // n_actor < 2:
+            raise InputError(f"must divide the batch of {total} env steps and split into >= 2 samples on each of "
+                             f"{n_actor} actor ranks, got {gbs}", key="actor.global_batch_size")
+
+
+class EmbodiedWorkflow:
+    def __init__(self, cfg: RLinfConfig, placement: Placement, phase):
+        validate(cfg, placement)
+        self.cfg, self.placement, self.phase = cfg, placement, phase
+        self.stages = cfg.rollout.pipeline_stages
+        self.version = 0          # weights version of the actor (updates done)
+        self.synced_version = -1  # version the rollout ranks hold
+        self.groups: List[WorkerGroup] = []
+        self.obs: Optional[List[np.ndarray]] = None  # per stage: current observations of its envs
+
+    def start(self, cluster: Cluster) -> None:
+        cfg, devices = self.cfg, self.placement.devices
+        self.env = WorkerGroup(cluster, EnvWorker, "env", devices["env"], args=(cfg.env, self.stages, cfg.runner.seed),
+                               init_dist=False)
+        self.groups.append(self.env)
+        spec = self.env.call("spec").wait()[0]
+        dims = (spec["obs_dim"], spec["action_dim"], spec["discrete"])
+        self.actor = WorkerGroup(cluster, EmbodiedActorWorker, "actor", devices["actor"],
+                                 args=(cfg.actor, cfg.algorithm, *dims, cfg.runner.seed, cfg.runner.max_steps))
+        self.groups.append(self.actor)
+        self.rollout = WorkerGroup(cluster, PolicyRolloutWorker, "rollout", devices["rollout"],
+                                   args=(cfg.actor.model, *dims, cfg.runner.seed), init_dist=False)
+        self.groups.append(self.rollout)
+        n_params = self.actor.call("setup").wait()[0]
+        logger.info("actor: %s parameters on %d rank(s); %d env rank(s) x %d envs; placement %s", f"{n_params:,}",
+                    self.actor.size, self.env.size, cfg.env.num_envs, self.placement.mode)
+
+    # ---- policy inference over the rollout ranks --------------------------------------------------
+    def _submit_act(self, obs: np.ndarray, greedy: bool = False, final_obs: Optional[np.ndarray] = None,
+                    cut: Optional[np.ndarray] = None):
+        """Split rows contiguously over the rollout ranks and start `act`; returns the pending handle."""
+        parts = [p for p in np.array_split(np.arange(len(obs)), self.rollout.size) if len(p)]
+        shards = [{"obs": obs[p], "final_obs": None if final_obs is None else final_obs[p],
+                   "cut": None if cut is None else cut[p]} for p in parts]
+        return self.rollout.scatter("act", shards, ranks=list(range(len(parts))), greedy=greedy)
+
+    @staticmethod
+    def _act_results(handle) -> Dict[str, np.ndarray]:
+        outs = handle.wait()
+        res = {k: np.concatenate([o[k] for o in outs]) for k in ("actions", "logprobs", "values")}
+        res["final_values"] = np.concatenate([o["final_values"] if o["final_values"] is not None
+                                              else np.zeros(len(o["values"]), np.float32) for o in outs])
+        res["version"] = min(o["version"] for o in outs)
+        return res
+
+    # ---- phases -----------------------------------------------------------------------------------
+    def sync_weights(self) -> None:
+        """Actor weights -> every rollout rank (bit-exact), tagged with the current version."""
+        if self.synced_version == self.version:
+            return
+        with self.phase("sync_weights"):
+            refs = [r for per_rank in self.actor.call("export_weights").wait() for r in per_rank]
+            versions = self.rollout.call("load_weights", refs, self.version).wait()
+        if set(versions) != {self.version}:
+            raise RuntimeError(f"rollout ranks report versions {versions}, expected {self.version}")
+        self.synced_version = self.version
+
+    def collect(self, step: int) -> Dict:
+        """T steps of every env; returns the [N, T] batch plus the episodes that ended meanwhile."""
+        k, T, E = self.stages, self.cfg.env.rollout_steps, self.env.size
+        t0 = time.time()
+        with self.phase("collect"):
+            if self.obs is None:
+                per_rank = self.env.call("reset").wait()
+                self.obs = [np.concatenate([per_rank[r][s] for r in range(E)]) for s in range(k)]
+            buf = [defaultdict(list) for _ in range(k)]
+            episodes: Dict[str, list] = {"returns": [], "lengths": [], "successes": []}
+            versions = []
+            acts = [self._submit_act(self.obs[s]) for s in range(k)]
+            steps = [None] * k
+            for t in range(T):
+                for s in range(k):
+                    a = self._act_results(acts[s])
+                    versions.append(a["version"])
+                    if t > 0:
+                        buf[s]["final_values"].append(a["final_values"])  # V(final obs) of step t-1
+                    for key in ("actions", "logprobs", "values"):
+                        buf[s][key].append(a[key])
+                    buf[s]["obs"].append(self.obs[s])
+                    steps[s] = self.env.scatter("step", np.split(a["actions"], E), stage=s)
+                for s in range(k):
+                    outs = steps[s].wait()
+                    obs = np.concatenate([o["obs"] for o in outs])
+                    term = np.concatenate([o["terminated"] for o in outs])
+                    trunc = np.concatenate([o["truncated"] for o in outs])
+                    final_obs = np.concatenate([o["final_obs"] if o["final_obs"] is not None else np.zeros_like(o["obs"])
+                                                for o in outs])
+                    buf[s]["rewards"].append(np.concatenate([o["rewards"] for o in outs]))
+                    buf[s]["dones"].append(term | trunc)
+                    for o in outs:
+                        episodes["returns"] += o["episode_returns"]
+                        episodes["lengths"] += o["episode_lengths"]
+                        if o["episode_successes"] is not None:
+                            episodes["successes"] += o["episode_successes"]
+                    self.obs[s] = obs
+                    cut = trunc & ~term
+                    acts[s] = self._submit_act(obs, final_obs=final_obs if cut.any() else None, cut=cut)
+            bootstrap = []
+            for s in range(k):
+                a = self._act_results(acts[s])
+                buf[s]["final_values"].append(a["final_values"])
+                bootstrap.append(a["values"])
+        batch = {key: np.concatenate([np.stack(buf[s][key], axis=1) for s in range(k)])
+                 for key in ("obs", "actions", "logprobs", "values", "rewards", "dones", "final_values")}
+        batch["bootstrap_values"] = np.concatenate(bootstrap)
+        return {"batch": batch, "episodes": episodes, "min_version": min(versions),
+                "time": time.time() - t0}
+
+    def train(self, rollout: Dict) -> Dict[str, float]:
+        batch, episodes = rollout["batch"], rollout["episodes"]
+        n, T = batch["rewards"].shape
+        shards = [{key: value[idx] for key, value in batch.items()}
+                  for idx in np.array_split(np.arange(n), self.actor.size)]
+        t0 = time.time()
+        with self.phase("train"):
+            metrics = self.actor.scatter("update", shards).wait()[0]
+        self.version += 1
+        metrics.update({
+            "samples": float(n * T),
+            "env/reward_mean": float(batch["rewards"].mean()),
+            "env/episodes": float(len(episodes["returns"])),
+            "staleness/max": float(self.version - 1 - rollout["min_version"]),
+            "time/rollout_s": rollout["time"],
+            "time/update_s": time.time() - t0,
+            "weights/version": self.version,
+        })
+        metrics.update(_episode_metrics(episodes, "env/"))
+        return metrics
+
+    def evaluate(self) -> Dict[str, float]:
+        """Greedy policy (argmax / mean action) on `env.eval_episodes` fresh episodes, same seeds every time."""
+        self.sync_weights()
+        E, total = self.env.size, self.cfg.env.eval_episodes
+        counts = [total // E + (r < total % E) for r in range(E)]
+        ranks = [r for r in range(E) if counts[r] > 0]
+        with self.phase("evaluate"):
+            parts = self.env.scatter("eval_reset", [counts[r] for r in ranks], ranks=ranks,
+                                     seed=self.cfg.runner.seed + EVAL_SEED_OFFSET).wait()
+            for _ in range(EVAL_MAX_STEPS):
+                sizes = np.cumsum([len(p) for p in parts])[:-1]
+                actions = self._act_results(self._submit_act(np.concatenate(parts), greedy=True))["actions"]
+                outs = self.env.scatter("eval_step", np.split(actions, sizes), ranks=ranks).wait()
+                if all(o["finished"] for o in outs):
+                    break
+                parts = [o["obs"] for o in outs]
+            else:
+                raise RuntimeError(f"evaluation did not finish {total} episodes within {EVAL_MAX_STEPS} steps")
+            results = self.env.call("eval_results", ranks=ranks).wait()
+        episodes = {key: [x for res in results for x in res[key]] for key in ("returns", "lengths", "successes")}
+        out = _episode_metrics(episodes, "")
+        out["num_episodes"] = float(len(episodes["returns"]))
+        return out
+
+
+def _episode_metrics(episodes: Dict[str, list], prefix: str) -> Dict[str, float]:
+    """Mean return / length (and success rate when the task reports success) of finished episodes."""
+    out: Dict[str, float] = {}
+    if episodes["returns"]:
+        out[f"{prefix}return"] = float(np.mean(episodes["returns"]))
+        out[f"{prefix}return_std"] = float(np.std(episodes["returns"]))
+        out[f"{prefix}length"] = float(np.mean(episodes["lengths"]))
+    if episodes["successes"]:
+        out[f"{prefix}success_rate"] = float(np.mean(episodes["successes"]))
+    return out

@@ -1,0 +1,1 @@
+"""Critic: a value model trained alongside the actor (PPO with GAE)."""

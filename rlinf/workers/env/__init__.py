@@ -1,0 +1,1 @@
+"""Env workers: vectorised simulators stepped with actions from the rollout's policy."""

@@ -1,0 +1,103 @@
+"""EnvWorker: `env.num_envs` simulator copies per rank, stepped with actions from the rollout.
+
+The training envs of a rank are split into `stages` equal vector envs (the hybrid pipeline's
+stages; 1 otherwise) that keep their state across training steps, so a rollout of T steps
+continues where the previous one stopped (as in CleanRL's PPO). A separate set of evaluation envs,
+seeded the same way at every evaluation, runs a fixed number of episodes per rank.
+
+Seeds: training env j of rank r (j counted over the stages) starts from seed + r * num_envs + j and
+auto-resets from its own generator; evaluation env j of rank r from eval_seed + r * num_envs + j.
+"""
+
+import logging
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from rlinf.config.schema import EnvConfig
+from rlinf.envs.gym_env import GymVectorEnv
+from rlinf.errors import InputError
+from rlinf.scheduler import Worker
+
+logger = logging.getLogger(__name__)
+
+
+class EnvWorker(Worker):
+    """Vectorised gymnasium envs of one rank: `reset`, `step(actions, stage)`, greedy-eval episodes."""
+
+    def __init__(self, cfg: EnvConfig, stages: int, seed: int):
+        super().__init__()
+        if cfg.id is None:
+            raise InputError("an env worker needs a task id", key="env.id")
+        if cfg.num_envs % stages:
+            raise InputError(f"env.num_envs = {cfg.num_envs} does not split into {stages} pipeline stages",
+                             key="rollout.pipeline_stages")
+        self.cfg, self.seed = cfg, seed
+        self.per_stage = cfg.num_envs // stages
+        self.envs = [GymVectorEnv(cfg.id, self.per_stage, cfg.max_episode_steps) for _ in range(stages)]
+        self.eval_env: Optional[GymVectorEnv] = None
+        self._eval_left = np.zeros(0, dtype=np.int64)
+        self._eval_stats: Dict[str, list] = {}
+
+    def spec(self) -> Dict[str, object]:
+        """What a policy for this task needs: obs_shape, obs_dim, action_dim, discrete."""
+        env = self.envs[0]
+        return {"obs_shape": tuple(env.observation_space.shape), "obs_dim": env.obs_dim,
+                "action_dim": env.action_dim, "discrete": env.discrete}
+
+    # ---- training envs --------------------------------------------------------------------------
+    def reset(self) -> List[np.ndarray]:
+        """Reset every stage; returns the observations of each stage [num_envs / stages, *obs_shape]."""
+        base = self.seed + self.rank * self.cfg.num_envs
+        return [env.reset(seed=base + s * self.per_stage) for s, env in enumerate(self.envs)]
+
+    def step(self, actions: np.ndarray, stage: int = 0) -> Dict[str, object]:
+        """Step the envs of `stage` once.
+
+        Returns obs (next observations, already reset where an episode ended), rewards, terminated,
+        truncated [n]; final_obs [n, *obs_shape] (the last observation of episodes cut by the time
+        limit, for bootstrapping V) or None when no env of the stage was truncated; and the
+        returns / lengths / successes (None if the task reports none) of the episodes that ended.
+        """
+        obs, rewards, terminated, truncated, info = self.envs[stage].step(actions)
+        done = info["done"]
+        cut = truncated & ~terminated
+        return {"obs": obs, "rewards": rewards, "terminated": terminated, "truncated": truncated,
+                "final_obs": info["final_obs"] if cut.any() else None,
+                "episode_returns": info["episode_return"][done].tolist(),
+                "episode_lengths": info["episode_length"][done].tolist(),
+                "episode_successes": info["success"][done].tolist() if info["has_success"] else None}
+
+    # ---- evaluation -------------------------------------------------------------------------------
+    def eval_reset(self, episodes: int, seed: int) -> np.ndarray:
+        """Start `episodes` evaluation episodes on min(num_envs, episodes) envs (quotas differ by <= 1)."""
+        if episodes < 1:
+            raise ValueError(f"eval_reset needs at least one episode, got {episodes}")
+        n = min(self.cfg.num_envs, episodes)
+        if self.eval_env is None or self.eval_env.num_envs != n:
+            if self.eval_env is not None:
+                self.eval_env.close()
+            self.eval_env = GymVectorEnv(self.cfg.id, n, self.cfg.max_episode_steps)
+        self._eval_left = np.array([episodes // n + (i < episodes % n) for i in range(n)], dtype=np.int64)
+        self._eval_stats = {"returns": [], "lengths": [], "successes": []}
+        return self.eval_env.reset(seed=seed + self.rank * self.cfg.num_envs)
+
+    def eval_step(self, actions: np.ndarray) -> Dict[str, object]:
+        """Step the evaluation envs; episodes past an env's quota are not counted. `finished`: all quotas met."""
+        obs, _, _, _, info = self.eval_env.step(actions)
+        for i in np.flatnonzero(info["done"] & (self._eval_left > 0)):
+            self._eval_left[i] -= 1
+            self._eval_stats["returns"].append(float(info["episode_return"][i]))
+            self._eval_stats["lengths"].append(int(info["episode_length"][i]))
+            if info["has_success"]:
+                self._eval_stats["successes"].append(bool(info["success"][i]))
+        return {"obs": obs, "finished": not self._eval_left.any()}
+
+    def eval_results(self) -> Dict[str, list]:
+        """returns, lengths and successes (empty if the task reports none) of the counted episodes."""
+        return self._eval_stats
+
+    def _rlinf_shutdown(self) -> None:
+        for env in self.envs + ([self.eval_env] if self.eval_env is not None else []):
+            env.close()
+        super()._rlinf_shutdown()

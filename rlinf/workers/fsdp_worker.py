@@ -1,0 +1,114 @@
+"""FSDPTrainWorker: what the actor and critic share — FSDP2 sharding, the optimizer step,
+group-averaged metrics, torch.distributed.checkpoint save/load and offload/onload.
+
+Subclasses set `self.model` (an HF-style module whose decoder layers are `model.model.layers`)
+before `setup()` and implement their own update.
+"""
+
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+
+from rlinf.scheduler import Worker
+
+logger = logging.getLogger(__name__)
+
+
+def micro_batches(batch: Dict[str, torch.Tensor], size: int) -> List[Dict[str, torch.Tensor]]:
+    n = batch["input_ids"].shape[0]
+    return [{k: v[i:i + size] for k, v in batch.items()} for i in range(0, n, size)]
+
+
+def to_device(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+class FSDPTrainWorker(Worker):
+    model: torch.nn.Module
+    optimizer: Optional[torch.optim.Optimizer] = None
+
+    def shard_and_build_optimizer(self, lr: float, weight_decay: float) -> int:
+        """fully_shard each decoder layer, then the root, over this group's ranks; returns #params."""
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        self.model.to(self.device)
+        mesh = init_device_mesh(self.device.type, (self.world_size,))
+        for layer in self.model.model.layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(self.model, mesh=mesh)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        return sum(p.numel() for p in self.model.parameters())
+
+    def optimizer_step(self, grad_clip: float) -> float:
+        """Clip the global gradient norm (0: off), step, zero grads; returns the pre-clip norm."""
+        norm = 0.0
+        if grad_clip > 0:
+            total = torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
+            norm = float(total.full_tensor() if hasattr(total, "full_tensor") else total)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def group_mean(self, metrics: Dict[str, float]) -> Dict[str, float]:
+        """Average scalar metrics over the group's ranks (every rank holds the same keys)."""
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return metrics
+        keys = sorted(metrics)
+        t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        t /= dist.get_world_size()
+        return {k: float(v) for k, v in zip(keys, t)}
+
+    # ---- checkpoints (torch.distributed.checkpoint: each rank writes its own shards) -------------
+    def save_checkpoint(self, path: str, extra: Optional[dict] = None) -> str:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=path)
+        torch.save({"torch_rng": torch.get_rng_state()}, Path(path) / f"rng_rank{self.rank}.pt")
+        if self.rank == 0 and extra is not None:
+            (Path(path) / "worker_state.json").write_text(json.dumps(extra))
+        return path
+
+    def load_checkpoint(self, path: str) -> dict:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"checkpoint directory {path} not found")
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        state = {"model": model_sd, "optim": optim_sd}
+        dcp.load(state, checkpoint_id=path)
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        rng = torch.load(Path(path) / f"rng_rank{self.rank}.pt", weights_only=True)
+        torch.set_rng_state(rng["torch_rng"])
+        extra = Path(path) / "worker_state.json"
+        return json.loads(extra.read_text()) if extra.exists() else {}
+
+    # ---- colocated placement: free the device between phases ------------------------------------
+    def offload(self) -> None:
+        """Move parameters, gradients and optimizer state to CPU (a no-op on CPU devices)."""
+        self._move("cpu")
+
+    def onload(self) -> None:
+        self._move(self.device)
+
+    def _move(self, device) -> None:
+        if self.device.type == "cpu":
+            return
+        self.model.to(device)
+        for state in (self.optimizer.state.values() if self.optimizer else []):
+            for k, v in state.items():
+                if isinstance(v, torch.Tensor):
+                    state[k] = v.to(device, non_blocking=True)
+        if device == "cpu":
+            torch.cuda.empty_cache()
+
+
+__all__ = ["FSDPTrainWorker", "micro_batches", "to_device"]

@@ -1,0 +1,66 @@
+"""PolicyRolloutWorker: the inference copy of an MLP actor-critic that picks actions for env observations.
+
+Weights arrive from the actor through `load_weights` (a Ray object ref of {name: ndarray}, as for
+the LM rollout); the worker records the version it holds and tags every output with it. Besides the
+actions it returns log pi(a|s) (behaviour log-probs) and V(s), and V of the final observations of
+time-limit-truncated episodes so the trainer can bootstrap through the cut:
+r_t <- r_t + gamma * V(s_final).
+"""
+
+import logging
+import warnings
+from typing import Dict, List, Optional
+
+import numpy as np
+import ray
+import torch
+
+from rlinf.config.schema import ModelConfig
+from rlinf.models.mlp import build_mlp_policy
+from rlinf.scheduler import Worker
+
+logger = logging.getLogger(__name__)
+
+
+class PolicyRolloutWorker(Worker):
+    """One replica of the policy per rank; `act` runs a batch of observations through it."""
+
+    def __init__(self, model_cfg: ModelConfig, obs_dim: int, action_dim: int, discrete: bool, seed: int):
+        super().__init__()
+        self.model = build_mlp_policy(model_cfg, obs_dim, action_dim, discrete, seed).to(self.device).eval()
+        self.generator = torch.Generator(device=self.device).manual_seed(seed * 1000 + self.rank)
+        self.version = -1
+
+    def load_weights(self, refs: List, version: int) -> int:
+        """Replace the weights with the actor's (bit-exact copy); returns the version now held."""
+        state = ray.get(refs[0])
+        with warnings.catch_warnings():
+            # Arrays from the object store are read-only views; load_state_dict only reads them.
+            warnings.simplefilter("ignore", UserWarning)
+            tensors = {k: torch.from_numpy(v) for k, v in state.items()}
+        self.model.load_state_dict(tensors, strict=True)
+        self.version = version
+        return version
+
+    @torch.no_grad()
+    def act(self, batch: Dict[str, Optional[np.ndarray]], greedy: bool = False) -> Dict[str, object]:
+        """Actions for `batch["obs"]` [n, *obs_shape].
+
+        Returns actions, logprobs [n], values [n], version, and final_values [n] = V(final_obs) on the
+        rows where `batch["cut"]` (time-limit truncation) is set, 0 elsewhere; None when `cut` is None.
+        """
+        x = torch.as_tensor(batch["obs"], dtype=torch.float32, device=self.device)
+        actions, logprobs, values = self.model.act(x, greedy=greedy, generator=self.generator)
+        out = {"actions": actions.cpu().numpy(), "logprobs": logprobs.cpu().numpy(),
+               "values": values.cpu().numpy(), "final_values": None, "version": self.version}
+        cut = batch["cut"]
+        if cut is not None and cut.any():
+            final_values = np.zeros(len(x), dtype=np.float32)
+            rows = torch.as_tensor(batch["final_obs"][cut], dtype=torch.float32, device=self.device)
+            final_values[cut] = self.model.value(rows).cpu().numpy()
+            out["final_values"] = final_values
+        return out
+
+    def state_dict_numpy(self) -> Dict[str, np.ndarray]:
+        """The inference weights as arrays (tests compare them bit for bit with the actor's)."""
+        return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
