@@ -14,6 +14,7 @@ from rlinf.config import load_config, to_yaml
 from rlinf.errors import InputError
 from rlinf.placement import build_placement
 from rlinf.runners.components import components_for
+from rlinf.scheduler.worker_group import WorkerError, WorkerTimeoutError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +52,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except InputError as e:
         print(f"rlinf: error: {e}", file=sys.stderr)
         return 2
+    except (WorkerError, WorkerTimeoutError) as e:
+        print(f"rlinf: run failed: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

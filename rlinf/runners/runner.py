@@ -20,7 +20,7 @@ from rlinf.placement import Placement
 from rlinf.runners import checkpoints
 from rlinf.runners.progress import Progress
 from rlinf.runners.schedules import make_schedule
-from rlinf.scheduler import Cluster
+from rlinf.scheduler import Cluster, WorkerError, WorkerTimeoutError
 from rlinf.utils.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class Runner:
         events = list(self.events)
         for group in getattr(self.workflow, "groups", []):
             try:
-                events += group.pop_events()
+                events += group.pop_events(timeout=10.0)
             except (RuntimeError, TimeoutError) as e:
                 logger.warning("no timeline from %s: %s", group.name, e)
             group.shutdown()
@@ -144,11 +144,26 @@ class Runner:
 
 
 def run(cfg: RLinfConfig, placement: Placement, config_name: str = "run", resume: Optional[str] = None) -> Dict:
-    runner = Runner(cfg, placement, config_name, resume)
-    try:
-        runner.start()
-        summary = runner.fit()
-    finally:
-        runner.close()
-    logger.info("run directory: %s", runner.run_dir.path)
-    return summary
+    """Run to `runner.max_steps`. A dead or failing worker stops every group; with restarts left
+    (`runner.max_restarts`) the groups start again from the last complete checkpoint."""
+    restarts = 0
+    while True:
+        runner = Runner(cfg, placement, config_name, resume)
+        try:
+            runner.start()
+            summary = runner.fit()
+            summary["restarts"] = restarts
+            runner.run_dir.write_summary(summary)
+            logger.info("run directory: %s", runner.run_dir.path)
+            return summary
+        except (WorkerError, WorkerTimeoutError) as e:
+            if restarts >= cfg.runner.max_restarts:
+                raise
+            restarts += 1
+            has_checkpoint = any((runner.run_dir.path / "checkpoints").glob("step_*/COMPLETE"))
+            resume = str(runner.run_dir.path) if has_checkpoint else None
+            cfg.runner.output_dir = str(runner.run_dir.path)
+            logger.warning("%s\nrestarting worker groups (%d/%d) from %s", e, restarts, cfg.runner.max_restarts,
+                           "the last checkpoint" if has_checkpoint else "scratch")
+        finally:
+            runner.close()

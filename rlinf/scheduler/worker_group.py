@@ -231,11 +231,11 @@ class WorkerGroup:
                 raise _translate(e, gname, rank, "link") from None
         return link
 
-    def pop_events(self) -> List[dict]:
+    def pop_events(self, timeout: Optional[float] = None) -> List[dict]:
         """Timeline events of every rank since the last call: dicts with group, rank, name, start, end."""
         events = []
         for rank, per_rank in enumerate(self._call_raw("_rlinf_pop_events", list(range(self.size)),
-                                                       [()] * self.size).wait()):
+                                                       [()] * self.size).wait(timeout)):
             events.extend({**e, "group": self.name, "rank": rank} for e in per_rank)
         return events
 
