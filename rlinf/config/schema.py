@@ -71,6 +71,9 @@ class AlgorithmConfig:
     norm_adv_by_std: bool = _f(True, "Divide group-relative advantages by the group's std (GRPO); false gives Dr.GRPO.")
     value_clip: float = _f(0.2, "Critic value clipping range.", min=0.0)
     dynamic_sampling: bool = _f(False, "DAPO dynamic sampling: drop groups whose rewards are all equal and refill.")
+    off_policy_correction: str = _f("none", "Stale-sample correction: none, or tis (truncated importance weights "
+                                    "behaviour -> proximal policy, decoupled PPO).", choices=["none", "tis"])
+    tis_cap: float = _f(2.0, "Upper bound of the truncated importance weights.", min=1.0)
     update_epochs: int = _f(1, "Passes over each batch per step.", min=1)
     value_coef: float = _f(0.5, "Weight of the value loss in the joint loss of an actor-critic with a value head (embodied PPO): pg - entropy_coef * H + value_coef * L_V.", min=0.0)
     reward_level: str = _f("token", "Granularity of rewards: token (LLM), action or chunk (VLA).", choices=["token", "action", "chunk"])

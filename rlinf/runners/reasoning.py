@@ -6,6 +6,7 @@ Phases the runner and its schedule call: `sync_weights`, `collect(step)` (genera
 
 import logging
 import random
+import threading
 import time
 from typing import Dict, List, Optional
 
@@ -38,6 +39,7 @@ class ReasoningWorkflow:
         self.version = 0          # weights version of the actor (updates done)
         self.synced_version = -1  # version the rollout ranks hold
         self.groups: List[WorkerGroup] = []
+        self._sync_lock = threading.Lock()
 
     def start(self, cluster: Cluster) -> None:
         cfg, tok, devices = self.cfg, self.tokenizer, self.placement.devices
@@ -84,14 +86,16 @@ class ReasoningWorkflow:
     # ---- phases -----------------------------------------------------------------------------------
     def sync_weights(self) -> None:
         """Actor weights -> every rollout rank (bit-exact), tagged with the current version."""
-        if self.synced_version == self.version:
-            return
-        with self.phase("sync_weights"):
-            refs = [r for per_rank in self.actor.call("export_weights").wait() for r in per_rank]
-            versions = self.rollout.call("load_weights", refs, self.version).wait()
-        if set(versions) != {self.version}:
-            raise RuntimeError(f"rollout ranks report versions {versions}, expected {self.version}")
-        self.synced_version = self.version
+        with self._sync_lock:  # the async schedule's producer thread syncs too
+            version = self.version
+            if self.synced_version == version:
+                return
+            with self.phase("sync_weights"):
+                refs = [r for per_rank in self.actor.call("export_weights").wait() for r in per_rank]
+                versions = self.rollout.call("load_weights", refs, version).wait()
+            if set(versions) != {version}:
+                raise RuntimeError(f"rollout ranks report versions {versions}, expected {version}")
+            self.synced_version = version
 
     def collect(self, step: int) -> Dict:
         samples = self.prompts_for_step(step)
@@ -135,6 +139,7 @@ class ReasoningWorkflow:
             "reward/accuracy": float((scores >= 1.0).float().mean()),
             "response/length": float(mask.sum(1).mean()),
             "staleness/max": float(self.version - 1 - rollout["versions"].min()),
+            "staleness/channel": float(rollout.get("channel_staleness", 0)),
             "time/rollout_s": rollout["timing"]["rollout"],
             "time/reward_s": rollout["timing"]["reward"],
             "time/update_s": time.time() - t0,

@@ -89,27 +89,29 @@ class Runner:
         samples = tokens = 0.0
         train_time = 0.0
         progress = Progress(cfg.max_steps, enabled=cfg.progress_bar, initial=self.start_step)
-        self.schedule.start(wf)
-        for step in range(self.start_step, cfg.max_steps):
-            t0 = time.time()
-            with self.phase("step"):
-                batch = self.schedule.next_batch(wf, step)
-                metrics = wf.train(batch)
-                self.schedule.after_update(wf, step)
-            dt = time.time() - t0
-            train_time += dt
-            samples += metrics.get("samples", 0)
-            tokens += metrics.get("tokens", 0)
-            metrics.update({"time/step_s": dt, "throughput/samples_per_s": metrics.get("samples", 0) / dt,
-                            "throughput/tokens_per_s": metrics.get("tokens", 0) / dt})
-            if cfg.eval_interval and (step + 1) % cfg.eval_interval == 0 and step + 1 < cfg.max_steps:
-                metrics.update({f"eval/{k}": v for k, v in wf.evaluate().items()})
-            if (step + 1) % cfg.log_interval == 0 or step + 1 == cfg.max_steps:
-                self.run_dir.log_metrics(step + 1, metrics)
-            progress.update(step + 1, metrics)
-            if cfg.save_interval and ((step + 1) % cfg.save_interval == 0 or step + 1 == cfg.max_steps):
-                self.save_checkpoint(step + 1)
-        self.schedule.stop(wf)
+        self.schedule.start(wf, self.start_step, cfg.max_steps)
+        try:
+            for step in range(self.start_step, cfg.max_steps):
+                t0 = time.time()
+                with self.phase("step"):
+                    batch = self.schedule.next_batch(wf, step)
+                    metrics = wf.train(batch)
+                    self.schedule.after_update(wf, step)
+                dt = time.time() - t0
+                train_time += dt
+                samples += metrics.get("samples", 0)
+                tokens += metrics.get("tokens", 0)
+                metrics.update({"time/step_s": dt, "throughput/samples_per_s": metrics.get("samples", 0) / dt,
+                                "throughput/tokens_per_s": metrics.get("tokens", 0) / dt})
+                if cfg.eval_interval and (step + 1) % cfg.eval_interval == 0 and step + 1 < cfg.max_steps:
+                    metrics.update({f"eval/{k}": v for k, v in wf.evaluate().items()})
+                if (step + 1) % cfg.log_interval == 0 or step + 1 == cfg.max_steps:
+                    self.run_dir.log_metrics(step + 1, metrics)
+                progress.update(step + 1, metrics)
+                if cfg.save_interval and ((step + 1) % cfg.save_interval == 0 or step + 1 == cfg.max_steps):
+                    self.save_checkpoint(step + 1)
+        finally:
+            self.schedule.stop(wf)
         progress.close()
         eval_final = wf.evaluate()
         logger.info("eval at end: %s", eval_final)

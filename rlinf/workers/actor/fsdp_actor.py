@@ -75,6 +75,7 @@ class ActorWorker(FSDPTrainWorker):
         if self.reference is not None:
             batch["ref_logprobs"] = self._logprobs(self.reference, batch)
         denominator = loss_denominator(batch["response_mask"], self.algo.loss_agg)
+        is_metrics = self._importance_weights(batch)
         self.model.train()
         sums: Dict[str, float] = {}
         n_mb = 0
@@ -85,9 +86,23 @@ class ActorWorker(FSDPTrainWorker):
                 n_mb += 1
             grad_norm = self.optimizer_step(self.cfg.grad_clip)
         out = {k: v / n_mb for k, v in sums.items()}
+        out.update(is_metrics)
         out["actor/grad_norm"] = grad_norm
         out["time/actor_update_s"] = time.time() - t0
         return self.group_mean(out)
+
+    def _importance_weights(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        """Decoupled PPO: the clip is around the proximal policy (recomputed `old_logprobs`); with
+        `tis`, each token is also weighted by w = min(pi_prox / pi_behaviour, tis_cap) (detached)."""
+        mask = batch["response_mask"]
+        ratio = torch.exp(batch["old_logprobs"] - batch["behaviour_logprobs"]) * mask
+        n = mask.sum().clamp_min(1.0)
+        metrics = {"offpolicy/is_ratio_mean": float(ratio.sum() / n),
+                   "offpolicy/is_ratio_max": float(ratio.max()),
+                   "offpolicy/is_clipped_frac": float(((ratio > self.algo.tis_cap) * mask).sum() / n)}
+        if self.algo.off_policy_correction == "tis":
+            batch["is_weights"] = ratio.clamp(max=self.algo.tis_cap)
+        return metrics
 
     def _micro_step(self, mb: Dict[str, torch.Tensor], T: int, denominator: float) -> Dict[str, float]:
         algo = self.algo
@@ -97,7 +112,7 @@ class ActorWorker(FSDPTrainWorker):
         loss, metrics = compute_policy_loss(
             algo.policy_loss, logp, mb["old_logprobs"], mb["advantages"], mask,
             clip_low=algo.clip_ratio_low, clip_high=algo.clip_ratio_high, dual_clip=algo.dual_clip,
-            loss_agg=algo.loss_agg, denominator=denominator,
+            loss_agg=algo.loss_agg, denominator=denominator, is_weights=mb.get("is_weights"),
         )
         out = {f"actor/{k}": float(v) for k, v in metrics.items()}
         out["actor/pg_loss"] = float(loss.detach())
