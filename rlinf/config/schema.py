@@ -24,7 +24,8 @@ def _f(default: Any = None, help: str = "", factory: Any = None, **constraints: 
 class ClusterConfig:
     num_devices: int = _f(1, "Devices the run uses: real GPUs when present, else N virtual CPU devices.", min=1)
     address: Optional[str] = _f(None, "Ray cluster address to join (e.g. 'ray://head:10001' or 'auto'); null starts an embedded local Ray.")
-    host: str = _f("127.0.0.1", "Address the embedded Ray (and its dashboard) binds to.")
+    host: str = _f("127.0.0.1", "Address the Ray dashboard binds to when enabled (Ray's own services guard "
+                   "themselves with token authentication, on by default).")
     dashboard: bool = _f(False, "Start the Ray dashboard (bound to `host`).")
     device_type: str = _f("auto", "Device kind: auto (cuda if available, else cpu), cpu or cuda.", choices=["auto", "cpu", "cuda"])
     component_placement: Dict[str, Any] = _f(
