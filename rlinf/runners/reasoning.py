@@ -12,6 +12,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from rlinf.algorithms import ADV_ESTIMATORS, POLICY_LOSSES
 from rlinf.config import RLinfConfig
 from rlinf.envs.text import TextSample, load_task
 from rlinf.errors import InputError
@@ -21,15 +22,26 @@ from rlinf.runners.batching import add_advantages, build_lm_batch, concat_rollou
 from rlinf.scheduler import Cluster, WorkerGroup
 from rlinf.workers.actor.fsdp_actor import ActorWorker
 from rlinf.workers.critic.fsdp_critic import CriticWorker
-from rlinf.workers.reward import RewardWorker
+from rlinf.workers.reward import REWARDS, RewardWorker
 from rlinf.workers.rollout.worker import RolloutWorker
 
 logger = logging.getLogger(__name__)
 
 
+def _validate_names(cfg: RLinfConfig) -> None:
+    """Registry names and combinations, checked before any worker starts."""
+    ADV_ESTIMATORS.get(cfg.algorithm.adv_estimator)
+    POLICY_LOSSES.get(cfg.algorithm.policy_loss)
+    REWARDS.get(cfg.reward.name)
+    if cfg.algorithm.adv_estimator == "gae" and not cfg.critic.enabled:
+        raise InputError("'gae' needs a critic: set critic.enabled=true (or use grpo, rloo, ...)",
+                         key="algorithm.adv_estimator")
+
+
 class ReasoningWorkflow:
     def __init__(self, cfg: RLinfConfig, placement: Placement, phase):
         self.cfg, self.placement, self.phase = cfg, placement, phase
+        _validate_names(cfg)
         self.tokenizer = load_tokenizer(cfg.actor.model.path)
         self.task = load_task(cfg.data)
         n_rows = cfg.data.batch_size * cfg.algorithm.group_size

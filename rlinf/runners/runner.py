@@ -44,15 +44,12 @@ class Runner:
         self.events: List[dict] = []
         self.workflow = make_workflow(cfg, placement, self.phase)
         self.schedule = make_schedule(cfg, placement)
+        self.config_name = config_name
         self.start_step, self.resume_from = 0, None
         if resume is not None:
             self.resume_from, self.start_step = checkpoints.latest(Path(resume))
-            output_dir = str(resume)
-        else:
-            output_dir = cfg.runner.output_dir
-        self.run_dir = RunDir.create(output_dir, config_name, to_yaml(cfg), cfg.runner.tensorboard,
-                                     resume_step=self.start_step if resume is not None else None)
-        logger.info("run directory: %s", self.run_dir.path)
+        self.output_dir = str(resume) if resume is not None else cfg.runner.output_dir
+        self.run_dir: Optional[RunDir] = None
         self.cluster: Optional[Cluster] = None
 
     @contextmanager
@@ -65,8 +62,12 @@ class Runner:
             self.events.append({"group": group, "rank": 0, "name": name, "start": start, "end": time.time()})
 
     def start(self) -> None:
+        # The cluster first: an unreachable address is bad input, reported before anything is written.
+        self.cluster = Cluster(self.cfg.cluster)
+        self.run_dir = RunDir.create(self.output_dir, self.config_name, to_yaml(self.cfg), self.cfg.runner.tensorboard,
+                                     resume_step=self.start_step if self.resume_from is not None else None)
+        logger.info("run directory: %s", self.run_dir.path)
         with self.phase("start_workers"):
-            self.cluster = Cluster(self.cfg.cluster)
             self.workflow.start(self.cluster)
         if self.resume_from is not None:
             with self.phase("load_checkpoint"):
@@ -138,9 +139,10 @@ class Runner:
             except (RuntimeError, TimeoutError) as e:
                 logger.warning("no timeline from %s: %s", group.name, e)
             group.shutdown()
-        if self.cfg.runner.timeline:
-            self.run_dir.write_timeline(events)
-        self.run_dir.close()
+        if self.run_dir is not None:
+            if self.cfg.runner.timeline:
+                self.run_dir.write_timeline(events)
+            self.run_dir.close()
         if self.cluster is not None:
             self.cluster.shutdown()
 
@@ -162,6 +164,8 @@ def run(cfg: RLinfConfig, placement: Placement, config_name: str = "run", resume
             if restarts >= cfg.runner.max_restarts:
                 raise
             restarts += 1
+            if runner.run_dir is None:
+                raise
             has_checkpoint = any((runner.run_dir.path / "checkpoints").glob("step_*/COMPLETE"))
             resume = str(runner.run_dir.path) if has_checkpoint else None
             cfg.runner.output_dir = str(runner.run_dir.path)

@@ -10,6 +10,7 @@ threads per worker instead (`cluster.threads_per_worker`).
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -51,6 +52,7 @@ class Cluster:
         cfg = self.cfg
         kwargs = dict(namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=True)
         if cfg.address:
+            _check_reachable(cfg.address)
             try:
                 ray.init(address=cfg.address, **kwargs)
             except (ConnectionError, ValueError, RuntimeError) as e:
@@ -120,6 +122,21 @@ class Cluster:
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
         self._started_ray = False
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on an address nothing listens at (ray.init itself retries for minutes)."""
+    if address == "auto":
+        return
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise InputError("expected host:port, ray://host:port or auto", key="cluster.address")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise InputError(f"cannot reach Ray cluster at '{address}': {e}", key="cluster.address") from None
 
 
 def init_cluster(cfg: Optional[ClusterConfig] = None) -> Cluster:
