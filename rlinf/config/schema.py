@@ -89,6 +89,8 @@ class ModelConfig:
     num_layers: int = _f(2, "Layers of a model built from config.", min=1)
     num_heads: int = _f(4, "Attention heads of a model built from config.", min=1)
     dtype: str = _f("float32", "Parameter dtype.", choices=["float32", "bfloat16", "float16"])
+    char_vocab: str = _f("0123456789+-*=(), .?:#abcdefghijklmnopqrstuvwxyz",
+                         "Alphabet of the character tokenizer of a model built from config (ignored with `path`).")
 
 
 @dataclass
@@ -138,7 +140,7 @@ class EnvConfig:
 @dataclass
 class RewardConfig:
     name: str = _f("exact_match", "Reward function name (registry in rlinf.workers.reward).")
-    format_reward: float = _f(0.0, "Reward added for a well-formed answer that is wrong.")
+    format_reward: float = _f(0.0, "Reward given instead of 0 when the verifier scores a non-empty answer 0.")
 
 
 @dataclass
@@ -146,6 +148,9 @@ class DataConfig:
     task: str = _f("arith", "Task or dataset kind (e.g. 'arith', a reasoning-gym task name, 'jsonl').")
     path: Optional[str] = _f(None, "Dataset file for file-based tasks (GSM8K-format JSONL).")
     max_operand: int = _f(9, "Largest operand of the 'arith' task.", min=1)
+    answer_width: int = _f(0, "'arith': zero-pad answers to this many digits (0: no padding).", min=0)
+    answer_reversed: bool = _f(False, "'arith': write answers least-significant digit first (easier for small "
+                               "transformers to learn; still graded exactly).")
     batch_size: int = _f(8, "Prompts per training step (each sampled algorithm.group_size times).", min=1)
     train_size: int = _f(1000, "Training prompts generated (procedural tasks).", min=1)
     eval_size: int = _f(100, "Held-out evaluation prompts.", min=1)

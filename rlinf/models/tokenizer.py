@@ -56,10 +56,10 @@ class CharTokenizer:
         (Path(path) / "rlinf_char_tokenizer.json").write_text(json.dumps({"chars": self.chars}))
 
 
-def load_tokenizer(path: str | None):
-    """The char tokenizer for models built from config (path None), else the HF tokenizer in `path`."""
+def load_tokenizer(path: str | None, chars: str = DEFAULT_CHARS):
+    """The char tokenizer over `chars` for models built from config (path None), else the HF tokenizer in `path`."""
     if path is None:
-        return CharTokenizer()
+        return CharTokenizer(chars)
     p = Path(path)
     if not p.is_dir():
         raise InputError("model directory not found", key=str(path))

@@ -42,7 +42,7 @@ class ReasoningWorkflow:
     def __init__(self, cfg: RLinfConfig, placement: Placement, phase):
         self.cfg, self.placement, self.phase = cfg, placement, phase
         _validate_names(cfg)
-        self.tokenizer = load_tokenizer(cfg.actor.model.path)
+        self.tokenizer = load_tokenizer(cfg.actor.model.path, cfg.actor.model.char_vocab)
         self.task = load_task(cfg.data)
         n_rows = cfg.data.batch_size * cfg.algorithm.group_size
         if n_rows % placement.world_size("actor"):
@@ -57,7 +57,7 @@ class ReasoningWorkflow:
         cfg, tok, devices = self.cfg, self.tokenizer, self.placement.devices
         vocab = len(tok)
         self.actor = WorkerGroup(cluster, ActorWorker, "actor", devices["actor"],
-                                 args=(cfg.actor, cfg.algorithm, vocab, cfg.runner.seed))
+                                 args=(cfg.actor, cfg.algorithm, vocab, cfg.runner.seed, cfg.rollout.temperature))
         self.groups.append(self.actor)
         self.rollout = WorkerGroup(cluster, RolloutWorker, "rollout", devices["rollout"],
                                    args=(cfg.rollout, cfg.actor.model, vocab, tok.eos_token_id, tok.pad_token_id,

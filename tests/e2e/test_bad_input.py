@@ -59,7 +59,7 @@ CASES = [
     ("dataset-missing-keys", ["--config", ARITH, "data.task=jsonl", "data.path={tmp}/nokeys.jsonl"],
      "'question' and 'answer'"),
     ("model-dir-missing", ["--config", ARITH, "actor.model.path={tmp}/no_model"], "model directory not found"),
-    ("uneven-batch", ["--config", ARITH, "data.batch_size=3", "algorithm.group_size=1"], "do not split evenly"),
+    ("uneven-batch", ["--config", ARITH, "cluster.num_devices=2", "data.batch_size=3", "algorithm.group_size=1"], "do not split evenly"),
     ("resume-missing", ["--config", ARITH, "--resume", "{tmp}/no_run"], "not found"),
     ("resume-no-checkpoint", ["--config", ARITH, "--resume", "{tmp}/empty_ckpt"], "no complete checkpoint"),
     ("unreachable-cluster", ["--config", ARITH, "cluster.address=127.0.0.1:1"], "cannot reach Ray cluster"),

@@ -1,6 +1,7 @@
 """Prompts with verifiable answers, split into train and held-out eval sets.
 
-- `arith`: "a+b=" over operands 0..`data.max_operand`, answer the integer. The eval split holds out
+- `arith`: "a+b=" over operands 0..`data.max_operand`, answer the integer (optionally zero-padded to
+  `data.answer_width` digits and written least-significant digit first). The eval split holds out
   whole operand pairs (a deterministic ~1/5 of them), so eval accuracy measures generalisation,
   not recall of trained prompts.
 - `jsonl`: GSM8K-format lines `{"question": ..., "answer": "... #### 42"}` from `data.path`.
@@ -40,7 +41,10 @@ def _arith(cfg: DataConfig) -> TaskSplit:
     held, train_pairs = pairs[:n_eval], pairs[n_eval:]
 
     def sample(a, b):
-        return TextSample(prompt=f"{a}+{b}=", answer=str(a + b), meta={"a": a, "b": b})
+        answer = str(a + b).zfill(cfg.answer_width)
+        if cfg.answer_reversed:
+            answer = answer[::-1]
+        return TextSample(prompt=f"{a}+{b}=", answer=answer, meta={"a": a, "b": b, "sum": a + b})
 
     train = [sample(*train_pairs[rng.randrange(len(train_pairs))]) for _ in range(cfg.train_size)]
     eval_rng = random.Random(cfg.seed + 1)

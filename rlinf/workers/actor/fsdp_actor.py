@@ -22,11 +22,13 @@ from rlinf.workers.fsdp_worker import FSDPTrainWorker, micro_batches, to_device
 logger = logging.getLogger(__name__)
 
 
-def response_logits(model, batch: Dict[str, torch.Tensor], T: int) -> torch.Tensor:
-    """Logits predicting each of the last T tokens of `input_ids`."""
+def response_logits(model, batch: Dict[str, torch.Tensor], T: int, temperature: float = 1.0) -> torch.Tensor:
+    """Logits predicting each of the last T tokens of `input_ids`, divided by the sampling temperature
+    so log-probs are those of the distribution the rollout sampled from (top-k/top-p not applied)."""
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 position_ids=batch["position_ids"], use_cache=False)
-    return out.logits[:, -T - 1:-1]
+    logits = out.logits[:, -T - 1:-1]
+    return logits / temperature if temperature not in (0.0, 1.0) else logits
 
 
 def loss_denominator(mask: torch.Tensor, loss_agg: str) -> float:
@@ -38,9 +40,10 @@ def loss_denominator(mask: torch.Tensor, loss_agg: str) -> float:
 class ActorWorker(FSDPTrainWorker):
     """Policy model + optimizer (+ frozen reference when algorithm.kl_coef > 0); one rank per device."""
 
-    def __init__(self, cfg: ActorConfig, algo: AlgorithmConfig, vocab_size: int, seed: int):
+    def __init__(self, cfg: ActorConfig, algo: AlgorithmConfig, vocab_size: int, seed: int,
+                 temperature: float = 1.0):
         super().__init__()
-        self.cfg, self.algo = cfg, algo
+        self.cfg, self.algo, self.temperature = cfg, algo, temperature
         torch.manual_seed(seed)
         # Same seed on every rank: identical initial weights before sharding.
         self.model = build_causal_lm(cfg.model, vocab_size, seed=seed)
@@ -56,7 +59,7 @@ class ActorWorker(FSDPTrainWorker):
     @torch.no_grad()
     def _logprobs(self, model, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         T = batch["response_mask"].shape[1]
-        parts = [logprobs_from_logits(response_logits(model, mb, T), mb["input_ids"][:, -T:])
+        parts = [logprobs_from_logits(response_logits(model, mb, T, self.temperature), mb["input_ids"][:, -T:])
                  for mb in micro_batches(batch, self.cfg.micro_batch_size)]
         return torch.cat(parts)
 
@@ -106,7 +109,7 @@ class ActorWorker(FSDPTrainWorker):
 
     def _micro_step(self, mb: Dict[str, torch.Tensor], T: int, denominator: float) -> Dict[str, float]:
         algo = self.algo
-        logits = response_logits(self.model, mb, T)
+        logits = response_logits(self.model, mb, T, self.temperature)
         logp = logprobs_from_logits(logits, mb["input_ids"][:, -T:])
         mask = mb["response_mask"]
         loss, metrics = compute_policy_loss(

@@ -2,8 +2,9 @@
 
 - exact_match: the response's final answer (after `####`, inside `\\boxed{}`, or the whole stripped
   text) equals the reference string, numbers compared numerically.
-- digits: exact match scores 1; otherwise the fraction of answer digits right in place (a dense,
-  still verifiable signal for models trained from scratch), times 0.5.
+- digits: for fixed-width answers: the exact string scores 1; otherwise 0.5 x the fraction of
+  positions right (a dense, still verifiable signal for models trained from scratch). Strings are
+  compared as written, so a reversed "70" never matches "07".
 - math_verify: `math-verify` parses both sides (LaTeX, fractions, GSM8K `#### 42`) and checks equality.
 """
 
@@ -46,9 +47,9 @@ def exact_match(response: str, answer: str) -> float:
 
 @REWARDS.register("digits")
 def digits(response: str, answer: str) -> float:
-    if exact_match(response, answer) == 1.0:
-        return 1.0
     got, want = extract_answer(response), answer.strip()
+    if got == want:
+        return 1.0
     if not want:
         return 0.0
     return 0.5 * sum(g == w for g, w in zip(got, want)) / len(want)
