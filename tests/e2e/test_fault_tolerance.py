@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(400)
 
 def _config(out, *overrides):
     cfg = load_config("configs/grpo_arith.yaml", [
-        "runner.progress_bar=false", "cluster.num_devices=2", "data.batch_size=4", "algorithm.group_size=4",
+        "runner.progress_bar=false", "cluster.num_devices=2", "runner.log_interval=1", "data.batch_size=4", "algorithm.group_size=4",
         "data.eval_size=4",
         "runner.eval_interval=0", "runner.save_interval=2", f"runner.output_dir={out}", *overrides])
     return cfg, build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, 1, components_for(cfg))

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(300)
 def _run(tmp_path, *overrides):
     cfg = load_config("configs/grpo_arith.yaml", [
         "runner.max_steps=3", "runner.eval_interval=2", "data.batch_size=4", "algorithm.group_size=4",
-        "cluster.num_devices=2", "actor.micro_batch_size=4",
+        "cluster.num_devices=2", "runner.log_interval=1", "actor.micro_batch_size=4",
         "data.eval_size=8", f"runner.output_dir={tmp_path / 'run'}", "runner.progress_bar=false", *overrides])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
                                 cfg.rollout.pipeline_stages, components_for(cfg))

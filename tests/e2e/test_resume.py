@@ -13,7 +13,7 @@ from rlinf.runners.runner import run
 
 pytestmark = pytest.mark.timeout(400)
 
-COMMON = ["runner.progress_bar=false", "cluster.num_devices=2", "data.batch_size=8", "algorithm.group_size=8",
+COMMON = ["runner.progress_bar=false", "cluster.num_devices=2", "runner.log_interval=1", "data.batch_size=8", "algorithm.group_size=8",
           "runner.save_interval=3", "data.eval_size=4", "runner.eval_interval=0"]
 
 
