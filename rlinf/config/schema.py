@@ -52,6 +52,7 @@ class RunnerConfig:
     progress_bar: bool = _f(True, "Show a console progress bar.")
     tensorboard: bool = _f(True, "Write TensorBoard event files to the run directory.")
     timeline: bool = _f(True, "Write a Chrome-trace timeline.json of every worker's phases.")
+    plots: bool = _f(True, "Write PNG learning curves and a timeline chart to plots/ at the end of the run.")
 
 
 @dataclass

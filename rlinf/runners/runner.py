@@ -142,6 +142,8 @@ class Runner:
         if self.run_dir is not None:
             if self.cfg.runner.timeline:
                 self.run_dir.write_timeline(events)
+            if self.cfg.runner.plots:
+                self.run_dir.write_plots(events)
             self.run_dir.close()
         if self.cluster is not None:
             self.cluster.shutdown()

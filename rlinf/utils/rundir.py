@@ -76,6 +76,16 @@ class RunDir:
     def write_timeline(self, events: Iterable[dict]) -> None:
         write_timeline(self.path / "timeline.json", events)
 
+    def write_plots(self, events: Iterable[dict] = ()) -> None:
+        """plots/curves.png from metrics.jsonl and plots/timeline.png from the phase events."""
+        from rlinf.utils.plots import plot_curves, plot_timeline
+
+        out = self.path / "plots"
+        out.mkdir(exist_ok=True)
+        self._metrics.flush()
+        plot_curves(read_metrics(self.path / "metrics.jsonl"), out / "curves.png")
+        plot_timeline(list(events), out / "timeline.png", title=self.path.name)
+
     def close(self) -> None:
         self._metrics.close()
         if self._tb is not None:

@@ -39,5 +39,8 @@ def test_tiny_grpo_run_writes_complete_run_directory(cluster, tmp_path):
     trace = json.loads((out / "timeline.json").read_text())["traceEvents"]
     names = {e["args"]["name"] for e in trace if e["ph"] == "M"}
     assert {"controller", "actor", "rollout", "reward"} <= names
+    assert (out / "plots" / "curves.png").stat().st_size > 1000
+    assert (out / "plots" / "timeline.png").stat().st_size > 1000
+    assert any((out / "tensorboard").iterdir())
     phases = {e["name"] for e in trace if e["ph"] == "X"}
     assert {"update", "generate", "export_weights", "load_weights", "score"} <= phases
