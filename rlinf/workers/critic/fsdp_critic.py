@@ -29,7 +29,7 @@ class ValueModel(torch.nn.Module):
     def forward(self, input_ids, attention_mask, position_ids):
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                             use_cache=False).last_hidden_state
-        return self.value_head(hidden).squeeze(-1)
+        return self.value_head(hidden).sum(-1)  # [B, T]; a reduction, not a view (FSDP2 hooks need that)
 
 
 class CriticWorker(FSDPTrainWorker):
