@@ -1,0 +1,322 @@
+"""Transports that execute a `ReshardPlan` between the ranks of a source and a target WorkerGroup.
+
+Both groups must be joined with `WorkerGroup.link` (one process group over all their ranks). The
+source side runs on every actor rank (`ReshardSource.send`), the target side on every rollout rank
+(`ReshardTarget.recv`); the controller starts both group calls at once (see `rlinf.reshard.control`).
+
+Target storage: each target rank owns one contiguous byte arena (`plan.arena_layout`) and
+`ReshardTarget.tensors` are typed views into it, so a rollout model whose parameters are bound to
+those views is updated in place. Per (source, target) pair the transfer is one of:
+
+* direct (colocated): the target's arena is reachable from the source process, so the source copies
+  its slices straight into it (one copy, nothing staged). On CPU the arena is a /dev/shm file mapped
+  `MAP_SHARED` by both processes (`torch.from_file(..., shared=True)`); on GPU it is a CUDA tensor
+  whose IPC handle is opened by a source on the same physical GPU (same device UUID). The CUDA
+  branch is written but untested here (no GPU in CI). After its writes the source sends a small
+  header; the target's `recv` returns when every source's header has arrived.
+* bucketed (disaggregated, or a pair on different devices): after the header, the pair's transfers
+  are packed in plan order into buckets of `bucket_mb` (`plan.buckets`) and sent with point-to-point
+  `isend`/`irecv` over the link (gloo on CPU, NCCL on GPU). A bucket holding one piece that is
+  contiguous on a side skips the staging copy on that side (sent from / received into the tensor
+  itself). Each rank keeps `depth` buckets per peer in flight, so bucket i+1 travels while bucket i
+  is unpacked.
+
+Deadlock freedom: every rank posts its operations in one global order, (round k, source, target),
+and waits on them oldest first. The globally earliest unfinished operation has then been posted by
+both its sender and its receiver, so it completes; by induction all do (gloo and NCCL point-to-point
+need both sides posted). Every wait has `timeout_s`, so a dead peer turns into an error, not a hang.
+"""
+
+import logging
+import math
+import os
+import socket
+import uuid
+from collections import deque
+from datetime import timedelta
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
+
+import torch
+
+from rlinf.reshard.plan import ReshardPlan, Transfer, align
+from rlinf.scheduler import Worker
+
+logger = logging.getLogger(__name__)
+
+_HEADER = 3  # int64 [version, plan fingerprint, direct flag]
+
+
+def _bytes(t: torch.Tensor) -> torch.Tensor:
+    """A flat uint8 view of a contiguous tensor (no copy)."""
+    return t.reshape(-1).view(torch.uint8)
+
+
+def _views(arena: torch.Tensor, plan: ReshardPlan, dst: int) -> Dict[str, torch.Tensor]:
+    out = {}
+    for name, (offset, shape) in plan.arena_layout(dst).items():
+        p = plan.params[name]
+        n = math.prod(shape) * p.itemsize
+        out[name] = arena[offset:offset + n].view(p.dtype).view(shape)
+    return out
+
+
+def _wire_layout(bucket: List[Transfer]) -> Tuple[List[int], int]:
+    """Byte offsets of a bucket's pieces in its packed buffer, and the bytes on the wire."""
+    offsets, size = [], 0
+    for piece in bucket:
+        offsets.append(align(size))
+        size = offsets[-1] + piece.nbytes
+    return offsets, size
+
+
+class _Ring:
+    """`slots` reusable staging buffers (grown on demand) for packed buckets."""
+
+    def __init__(self, slots: int, device: torch.device):
+        self.buffers: List[Optional[torch.Tensor]] = [None] * slots
+        self.device = device
+        self.next = 0
+
+    def take(self, nbytes: int) -> torch.Tensor:
+        i = self.next
+        self.next = (i + 1) % len(self.buffers)
+        if self.buffers[i] is None or self.buffers[i].numel() < nbytes:
+            self.buffers[i] = torch.empty(nbytes, dtype=torch.uint8, device=self.device)
+        return self.buffers[i][:nbytes]
+
+
+class _Link:
+    """The source or target rank's view of the link process group."""
+
+    def __init__(self, worker: Worker, peer_group: str, timeout_s: float):
+        self.pg, self.my_offset, self.peer_offset = worker._link_for(peer_group)
+        self.device = worker.device
+        self.timeout = timedelta(seconds=timeout_s)
+        self.peer_group = peer_group
+
+    def isend(self, t: torch.Tensor, peer: int, tag: int):
+        return self.pg.send([t], self.peer_offset + peer, tag)
+
+    def irecv(self, t: torch.Tensor, peer: int, tag: int):
+        return self.pg.recv([t], self.peer_offset + peer, tag)
+
+    def wait(self, work, what: str) -> None:
+        try:
+            work.wait(self.timeout)
+        except RuntimeError as e:
+            raise RuntimeError(f"reshard {what} with {self.peer_group} failed: {e}") from e
+
+
+def _schedule(plan: ReshardPlan, bucket_bytes: int, pairs: List[Tuple[int, int]]):
+    """(round, src, dst, bucket) for the given bucketed pairs, in the one global order."""
+    per_pair = {pair: plan.buckets(pair[0], pair[1], bucket_bytes) for pair in pairs}
+    ops = [(k, s, d, b) for (s, d), buckets in per_pair.items() for k, b in enumerate(buckets)]
+    return sorted(ops, key=lambda op: op[:3])
+
+
+class ReshardSource:
+    """Source side, one per actor rank: `send(local_shards)` every sync. `rank` is the dp rank."""
+
+    def __init__(self, plan: ReshardPlan, worker: Worker, peer_group: str, bucket_mb: float = 64.0,
+                 depth: int = 2, timeout_s: float = 300.0, rank: Optional[int] = None):
+        self.plan, self.rank = plan, worker.rank if rank is None else rank
+        self.link = _Link(worker, peer_group, timeout_s)
+        self.bucket_bytes = max(1, int(bucket_mb * 2**20))
+        self.targets = plan.targets_of(self.rank)
+        self.window = max(1, depth) * max(1, len(self.targets))
+        self.ring = _Ring(self.window, worker.device)
+        self.direct: Dict[int, Dict[str, torch.Tensor]] = {}
+        self.version = 0
+        self.fingerprint = plan.fingerprint()
+        self._schedules: Dict[frozenset, list] = {}
+
+    def attach(self, handles: List[Optional[dict]]) -> List[int]:
+        """Map the target arenas reachable from this process (handles from `ReshardTarget.handle()`,
+        indexed by target rank); returns the target ranks this source will write directly."""
+        self.direct = {}
+        for dst in self.targets:
+            arena = _open_arena(handles[dst]) if dst < len(handles) else None
+            if arena is not None:
+                self.direct[dst] = _views(arena, self.plan, dst)
+        return sorted(self.direct)
+
+    def _local(self, tensors: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        out = {}
+        for name in self.plan.params:
+            want = self.plan.src_shape(name, self.rank)
+            if want is None:
+                continue
+            if name not in tensors:
+                raise KeyError(f"reshard source rank {self.rank}: parameter '{name}' missing")
+            t = tensors[name]
+            t = t.to_local() if hasattr(t, "to_local") else t
+            if tuple(t.shape) != want:
+                raise ValueError(f"reshard source rank {self.rank}: '{name}' has local shape {tuple(t.shape)}, "
+                                 f"the plan expects {want} (FSDP2 Shard(0) over {self.plan.source.dp_size} ranks)")
+            out[name] = t.detach()
+        return out
+
+    @torch.no_grad()
+    def send(self, tensors: Mapping[str, torch.Tensor], version: Optional[int] = None) -> int:
+        """Move this rank's shards (`{name: local tensor or DTensor}`) to every target; returns the version.
+
+        `version` defaults to the previous one + 1 and must increase."""
+        version = self.version + 1 if version is None else int(version)
+        if version <= self.version:
+            raise ValueError(f"weight version must increase: {version} after {self.version}")
+        local = self._local(tensors)
+        link = self.link
+        for dst, views in self.direct.items():
+            for tr in self.plan.pair(self.rank, dst):
+                views[tr.name][tr.dst_index()].copy_(local[tr.name][tr.src_index()])
+        if self.direct and link.device.type == "cuda":
+            torch.cuda.synchronize(link.device)
+        headers = []
+        for dst in self.targets:
+            header = torch.tensor([version, self.fingerprint, int(dst in self.direct)], dtype=torch.int64)
+            headers.append((link.isend(header.to(link.device), dst, 0), header))
+        for work, _ in headers:
+            link.wait(work, f"header from source rank {self.rank}")
+        bucketed = [(self.rank, d) for d in self.targets if d not in self.direct]
+        key = frozenset(bucketed)
+        if key not in self._schedules:
+            self._schedules[key] = _schedule(self.plan, self.bucket_bytes, bucketed)
+        inflight = deque()
+        for k, _, dst, bucket in self._schedules[key]:
+            if len(inflight) >= self.window:
+                link.wait(inflight.popleft()[0], f"send from source rank {self.rank}")
+            buf = self._pack(bucket, local)
+            inflight.append((link.isend(buf, dst, k + 1), buf))
+        while inflight:
+            link.wait(inflight.popleft()[0], f"send from source rank {self.rank}")
+        self.version = version
+        return version
+
+    def _pack(self, bucket: List[Transfer], local: Dict[str, torch.Tensor]) -> torch.Tensor:
+        if len(bucket) == 1:
+            piece = local[bucket[0].name][bucket[0].src_index()]
+            if piece.is_contiguous():
+                return _bytes(piece)  # zero-copy: send the shard's own memory
+        offsets, size = _wire_layout(bucket)
+        buf = self.ring.take(size)
+        for off, tr in zip(offsets, bucket):
+            dst = buf[off:off + tr.nbytes].view(self.plan.params[tr.name].dtype).view(tr.shape)
+            dst.copy_(local[tr.name][tr.src_index()])
+        return buf
+
+
+class ReshardTarget:
+    """Target side, one per rollout rank: owns the weight arena; `recv()` every sync. `rank` is
+    `replica * tp_size + tp_rank` (default: the worker's rank)."""
+
+    def __init__(self, plan: ReshardPlan, worker: Worker, peer_group: str, colocated: bool = False,
+                 bucket_mb: float = 64.0, depth: int = 2, timeout_s: float = 300.0, rank: Optional[int] = None):
+        self.plan, self.rank = plan, worker.rank if rank is None else rank
+        self.link = _Link(worker, peer_group, timeout_s)
+        self.bucket_bytes = max(1, int(bucket_mb * 2**20))
+        self.sources = plan.sources_of(self.rank)
+        self.window = max(1, depth) * max(1, len(self.sources))
+        self.ring = _Ring(self.window, worker.device)
+        self.version = 0
+        self.fingerprint = plan.fingerprint()
+        nbytes = max(1, plan.arena_bytes(self.rank))
+        self._path: Optional[str] = None
+        self._handle: Optional[dict] = None
+        if colocated and worker.device.type == "cpu":
+            self._path = f"/dev/shm/rlinf-reshard-{uuid.uuid4().hex[:12]}-{self.rank}"
+            with open(self._path, "wb") as f:
+                f.truncate(nbytes)
+            self.arena = torch.from_file(self._path, shared=True, size=nbytes, dtype=torch.uint8)
+            self._handle = {"kind": "shm", "path": self._path, "host": socket.gethostname(), "nbytes": nbytes}
+        else:
+            self.arena = torch.zeros(nbytes, dtype=torch.uint8, device=worker.device)
+            if colocated and torch.cuda.is_available():  # untested here: no GPU on the CI machine
+                from torch.multiprocessing.reductions import reduce_tensor
+
+                self._handle = {"kind": "cuda_ipc", "uuid": str(torch.cuda.get_device_properties(worker.device).uuid),
+                                "ipc": reduce_tensor(self.arena), "nbytes": nbytes}
+        self.tensors: Dict[str, torch.Tensor] = _views(self.arena, plan, self.rank)
+        self._schedules: Dict[frozenset, list] = {}
+
+    def handle(self) -> Optional[dict]:
+        """What a colocated source needs to write into this arena (None: bucketed transfers only)."""
+        return self._handle
+
+    @torch.no_grad()
+    def recv(self, version: Optional[int] = None,
+             on_bucket: Optional[Callable[[int, int], None]] = None) -> int:
+        """Receive one sync from every source that holds part of this rank's slice; returns the version.
+
+        `version` (optional) is checked against what the sources sent; `on_bucket(src, k)` is called
+        after bucket k from source `src` has been applied (progress reporting)."""
+        link = self.link
+        headers = {src: torch.zeros(_HEADER, dtype=torch.int64, device=link.device) for src in self.sources}
+        works = [(src, link.irecv(h, src, 0)) for src, h in headers.items()]
+        for src, work in works:
+            link.wait(work, f"header to target rank {self.rank} from source rank {src}")
+        got = {src: [int(x) for x in h.cpu()] for src, h in headers.items()}
+        versions = {v for v, _, _ in got.values()}
+        if any(fp != self.fingerprint for _, fp, _ in got.values()):
+            raise RuntimeError(f"reshard target rank {self.rank}: sources use a different plan")
+        if len(versions) > 1 or (version is not None and versions and versions != {version}):
+            raise RuntimeError(f"reshard target rank {self.rank}: versions {sorted(versions)}, expected {version}")
+        bucketed = [(src, self.rank) for src in self.sources if not got[src][2]]
+        key = frozenset(bucketed)
+        if key not in self._schedules:
+            self._schedules[key] = _schedule(self.plan, self.bucket_bytes, bucketed)
+        inflight = deque()
+        for k, src, _, bucket in self._schedules[key]:
+            if len(inflight) >= self.window:
+                self._finish(inflight.popleft(), on_bucket)
+            buf = self._buffer(bucket)
+            inflight.append((link.irecv(buf, src, k + 1), buf, bucket, src, k))
+        while inflight:
+            self._finish(inflight.popleft(), on_bucket)
+        if link.device.type == "cuda":
+            torch.cuda.synchronize(link.device)
+        self.version = versions.pop() if versions else (version or self.version + 1)
+        return self.version
+
+    def _buffer(self, bucket: List[Transfer]) -> torch.Tensor:
+        if len(bucket) == 1:
+            region = self.tensors[bucket[0].name][bucket[0].dst_index()]
+            if region.is_contiguous():
+                return _bytes(region)  # zero-copy: receive straight into the weights
+        return self.ring.take(_wire_layout(bucket)[1])
+
+    def _finish(self, op, on_bucket) -> None:
+        work, buf, bucket, src, k = op
+        self.link.wait(work, f"bucket {k} to target rank {self.rank} from source rank {src}")
+        region = self.tensors[bucket[0].name][bucket[0].dst_index()]
+        if not (len(bucket) == 1 and region.is_contiguous()):
+            offsets, _ = _wire_layout(bucket)
+            for off, tr in zip(offsets, bucket):
+                piece = buf[off:off + tr.nbytes].view(self.plan.params[tr.name].dtype).view(tr.shape)
+                self.tensors[tr.name][tr.dst_index()].copy_(piece)
+        if on_bucket is not None:
+            on_bucket(src, k)
+
+    def close(self) -> None:
+        """Remove the shared-memory file (mappings stay valid until the processes drop them)."""
+        if self._path is not None and os.path.exists(self._path):
+            os.unlink(self._path)
+        self._path = None
+
+    def __del__(self):
+        self.close()
+
+
+def _open_arena(handle: Optional[dict]) -> Optional[torch.Tensor]:
+    """The target arena behind `handle` if this process can write it directly, else None."""
+    if handle is None:
+        return None
+    if handle["kind"] == "shm":
+        if handle["host"] != socket.gethostname() or not os.path.exists(handle["path"]):
+            return None
+        return torch.from_file(handle["path"], shared=True, size=handle["nbytes"], dtype=torch.uint8)
+    if handle["kind"] == "cuda_ipc" and torch.cuda.is_available():  # untested here: no GPU
+        if str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid) != handle["uuid"]:
+            return None
+        rebuild, args = handle["ipc"]
+        return rebuild(*args)
+    return None
