@@ -28,6 +28,7 @@ from rlinf.config import RLinfConfig
 from rlinf.envs.gym_env import check_env_id
 from rlinf.errors import InputError
 from rlinf.placement import Placement
+from rlinf.runners.weight_sync import WeightSync
 from rlinf.scheduler import Cluster, WorkerGroup
 from rlinf.workers.actor.embodied_actor import EmbodiedActorWorker
 from rlinf.workers.env.worker import EnvWorker
@@ -42,6 +43,9 @@ EVAL_MAX_STEPS = 100_000      # guard against tasks without a time limit
 def validate(cfg: RLinfConfig, placement: Placement) -> None:
     """Reject what embodied PPO cannot run, naming the key, before any worker starts."""
     check_env_id(cfg.env.id)
+    if cfg.runner.schedule == "async" or (cfg.runner.schedule == "auto" and cfg.algorithm.max_staleness > 0):
+        raise InputError("embodied PPO runs the sync schedule only (it reuses the rollout's log-probs as the "
+                         "old policy)", key="runner.schedule")
     if cfg.critic.enabled:
         raise InputError("embodied PPO uses the actor-critic's value head; set critic.enabled=false",
                          key="critic.enabled")
@@ -76,7 +80,7 @@ class EmbodiedWorkflow:
         self.cfg, self.placement, self.phase = cfg, placement, phase
         self.stages = cfg.rollout.pipeline_stages
         self.version = 0          # weights version of the actor (updates done)
-        self.synced_version = -1  # version the rollout ranks hold
+        self.weights: WeightSync  # set in start()
         self.groups: List[WorkerGroup] = []
         self.obs: Optional[List[np.ndarray]] = None  # per stage: current observations of its envs
 
@@ -93,6 +97,7 @@ class EmbodiedWorkflow:
         self.rollout = WorkerGroup(cluster, PolicyRolloutWorker, "rollout", devices["rollout"],
                                    args=(cfg.actor.model, *dims, cfg.runner.seed), init_dist=False)
         self.groups.append(self.rollout)
+        self.weights = WeightSync(self.actor, self.rollout, self.phase)
         n_params = self.actor.call("setup").wait()[0]
         logger.info("actor: %s parameters on %d rank(s); %d env rank(s) x %d envs; placement %s", f"{n_params:,}",
                     self.actor.size, self.env.size, cfg.env.num_envs, self.placement.mode)
@@ -116,16 +121,18 @@ class EmbodiedWorkflow:
         return res
 
     # ---- phases -----------------------------------------------------------------------------------
-    def sync_weights(self) -> None:
-        """Actor weights -> every rollout rank (bit-exact), tagged with the current version."""
-        if self.synced_version == self.version:
-            return
-        with self.phase("sync_weights"):
-            refs = [r for per_rank in self.actor.call("export_weights").wait() for r in per_rank]
-            versions = self.rollout.call("load_weights", refs, self.version).wait()
-        if set(versions) != {self.version}:
-            raise RuntimeError(f"rollout ranks report versions {versions}, expected {self.version}")
-        self.synced_version = self.version
+    def sync_weights(self, publish: bool = True) -> None:
+        """Make the rollout ranks hold the newest weights (publishing the actor's current ones first)."""
+        if publish:
+            self.weights.publish(self.version)
+        self.weights.load()
+
+    def publish_weights(self) -> None:
+        self.weights.publish(self.version)
+
+    @property
+    def synced_version(self) -> int:
+        return self.weights.synced_version
 
     def collect(self, step: int) -> Dict:
         """T steps of every env; returns the [N, T] batch plus the episodes that ended meanwhile."""

@@ -6,7 +6,6 @@ Phases the runner and its schedule call: `sync_weights`, `collect(step)` (genera
 
 import logging
 import random
-import threading
 import time
 from typing import Dict, List, Optional
 
@@ -19,6 +18,7 @@ from rlinf.errors import InputError
 from rlinf.models.tokenizer import load_tokenizer
 from rlinf.placement import Placement
 from rlinf.runners.batching import add_advantages, build_lm_batch, concat_rollouts, shard_rows, split_even
+from rlinf.runners.weight_sync import WeightSync
 from rlinf.scheduler import Cluster, WorkerGroup
 from rlinf.workers.actor.fsdp_actor import ActorWorker
 from rlinf.workers.critic.fsdp_critic import CriticWorker
@@ -49,9 +49,8 @@ class ReasoningWorkflow:
             raise InputError(f"data.batch_size x algorithm.group_size = {n_rows} rows do not split evenly over "
                              f"{placement.world_size('actor')} actor ranks", key="data.batch_size")
         self.version = 0          # weights version of the actor (updates done)
-        self.synced_version = -1  # version the rollout ranks hold
+        self.weights: WeightSync  # set in start()
         self.groups: List[WorkerGroup] = []
-        self._sync_lock = threading.Lock()
 
     def start(self, cluster: Cluster) -> None:
         cfg, tok, devices = self.cfg, self.tokenizer, self.placement.devices
@@ -63,6 +62,7 @@ class ReasoningWorkflow:
                                    args=(cfg.rollout, cfg.actor.model, vocab, tok.eos_token_id, tok.pad_token_id,
                                          cfg.runner.seed), init_dist=False)
         self.groups.append(self.rollout)
+        self.weights = WeightSync(self.actor, self.rollout, self.phase)
         self.reward = WorkerGroup(cluster, RewardWorker, "reward", devices["reward"], args=(cfg.reward,),
                                   init_dist=False)
         self.groups.append(self.reward)
@@ -96,18 +96,18 @@ class ReasoningWorkflow:
         return tok.encode(sample.prompt)
 
     # ---- phases -----------------------------------------------------------------------------------
-    def sync_weights(self) -> None:
-        """Actor weights -> every rollout rank (bit-exact), tagged with the current version."""
-        with self._sync_lock:  # the async schedule's producer thread syncs too
-            version = self.version
-            if self.synced_version == version:
-                return
-            with self.phase("sync_weights"):
-                refs = [r for per_rank in self.actor.call("export_weights").wait() for r in per_rank]
-                versions = self.rollout.call("load_weights", refs, version).wait()
-            if set(versions) != {version}:
-                raise RuntimeError(f"rollout ranks report versions {versions}, expected {version}")
-            self.synced_version = version
+    def sync_weights(self, publish: bool = True) -> None:
+        """Make the rollout ranks hold the newest weights (publishing the actor's current ones first)."""
+        if publish:
+            self.weights.publish(self.version)
+        self.weights.load()
+
+    def publish_weights(self) -> None:
+        self.weights.publish(self.version)
+
+    @property
+    def synced_version(self) -> int:
+        return self.weights.synced_version
 
     def collect(self, step: int) -> Dict:
         samples = self.prompts_for_step(step)
@@ -182,4 +182,4 @@ class ReasoningWorkflow:
         for h in handles:
             h.wait()
         self.version = step
-        self.synced_version = -1
+        self.weights.reset()

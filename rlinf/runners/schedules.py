@@ -46,7 +46,8 @@ class AsyncSchedule:
     (s = algorithm.max_staleness), so the actor at version c trains on data from version >= c - s,
     and no finished batch is ever dropped. Before each batch the producer loads the newest actor
     weights if an update finished since its last sync (between requests: generation is never
-    interrupted). With s = 0 this reproduces the sync schedule step for step.
+    interrupted); the training loop publishes weights right after each update (see WeightSync).
+With s = 0 this reproduces the sync schedule step for step.
     """
 
     name = "async"
@@ -70,7 +71,7 @@ class AsyncSchedule:
         try:
             for step in range(start_step, max_steps):
                 while True:
-                    workflow.sync_weights()  # no-op unless an update finished
+                    workflow.sync_weights(publish=False)  # load what the training loop published
                     try:
                         # Short admission waits, so a newer weight version is picked up promptly.
                         self.channel.admit(workflow.synced_version, timeout=0.2)
@@ -99,7 +100,8 @@ class AsyncSchedule:
         return batch
 
     def after_update(self, workflow, step: int) -> None:
-        pass
+        # Publish while the actor is idle; the producer loads it before its next batch.
+        workflow.publish_weights()
 
     def stop(self, workflow) -> None:
         self._stop.set()

@@ -1,0 +1,49 @@
+"""WeightSync: actor weights -> rollout ranks, split into two phases with distinct owners.
+
+- `publish(version)` is called by the training loop after an update: every actor rank takes part in
+  gathering full weights (a collective), rank 0 puts them in Ray's object store, and the refs become
+  the newest published version. The actor is idle at that moment, so this never waits on training.
+- `load()` is called by whoever drives rollouts, between generation requests: every rollout rank loads
+  the newest published weights (bit-exact) and reports the version it now holds.
+Under the sync schedule both happen back to back before each rollout; under the async schedule the
+producer thread only ever loads, so it never queues behind the next update on the actor ranks.
+"""
+
+import threading
+from typing import List, Optional
+
+from rlinf.scheduler import WorkerGroup
+
+
+class WeightSync:
+    def __init__(self, actor: WorkerGroup, rollout: WorkerGroup, phase):
+        self.actor, self.rollout, self.phase = actor, rollout, phase
+        self.published_version = -1
+        self.synced_version = -1
+        self._refs: Optional[List] = None
+        self._lock = threading.Lock()
+
+    def publish(self, version: int) -> None:
+        with self._lock:
+            if self.published_version == version:
+                return
+            with self.phase("publish_weights"):
+                self._refs = [r for per_rank in self.actor.call("export_weights").wait() for r in per_rank]
+            self.published_version = version
+
+    def load(self) -> None:
+        with self._lock:
+            version = self.published_version
+            if version < 0 or self.synced_version == version:
+                return
+            with self.phase("load_weights"):
+                versions = self.rollout.call("load_weights", self._refs, version).wait()
+            if set(versions) != {version}:
+                raise RuntimeError(f"rollout ranks report versions {versions}, expected {version}")
+            self.synced_version = version
+
+    def reset(self) -> None:
+        """Forget what was published and loaded (after a checkpoint load replaced the actor's weights)."""
+        with self._lock:
+            self.published_version = self.synced_version = -1
+            self._refs = None
