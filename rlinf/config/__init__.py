@@ -8,15 +8,17 @@ from rlinf.config.schema import (
     CriticConfig,
     DataConfig,
     EnvConfig,
+    EvalConfig,
     ModelConfig,
     RewardConfig,
+    ReshardConfig,
     RLinfConfig,
     RolloutConfig,
     RunnerConfig,
 )
 
 __all__ = [
-    "ActorConfig", "AlgorithmConfig", "ClusterConfig", "CriticConfig", "DataConfig", "EnvConfig",
-    "ModelConfig", "RewardConfig", "RLinfConfig", "RolloutConfig", "RunnerConfig",
+    "ActorConfig", "AlgorithmConfig", "ClusterConfig", "CriticConfig", "DataConfig", "EnvConfig", "EvalConfig",
+    "ModelConfig", "ReshardConfig", "RewardConfig", "RLinfConfig", "RolloutConfig", "RunnerConfig",
     "build_config", "load_config", "parse_overrides", "read_yaml", "to_yaml",
 ]

@@ -129,6 +129,15 @@ class RolloutConfig:
 
 
 @dataclass
+class ReshardConfig:
+    bucket_mb: float = _f(64.0, "Disaggregated weight sync: bytes per point-to-point message (MiB); a source packs "
+                          "its slices for one target into buckets of this size.", min=0.001)
+    pipeline_depth: int = _f(2, "Buckets in flight per peer (2: bucket i+1 travels while bucket i is applied).", min=1)
+    timeout_s: float = _f(300.0, "Longest wait on one weight-sync message before the rank raises (a dead peer "
+                          "becomes an error, not a hang).", min=1.0)
+
+
+@dataclass
 class EnvConfig:
     id: Optional[str] = _f(None, "Simulator task id (e.g. 'CartPole-v1', 'PushCube-v1', 'libero_spatial'); null for text tasks.")
     num_envs: int = _f(8, "Parallel environments per env worker.", min=1)
@@ -159,6 +168,15 @@ class DataConfig:
 
 
 @dataclass
+class EvalConfig:
+    num_episodes: int = _f(10, "python -m rlinf.eval: greedy episodes per task; episode i of a task starts from seed eval.seed + i.", min=1)
+    seed: int = _f(1_000_000, "First reset seed of the evaluation episodes (disjoint from the training envs' seeds by default).", min=0)
+    video: bool = _f(False, "Write mp4 videos (rgb_array rendering) with the task id, step and return drawn on the frames.")
+    num_videos: int = _f(1, "Episodes recorded per task when eval.video is on (the first ones).", min=0)
+    output_dir: Optional[str] = _f(None, "Where eval_summary.json and videos go; null: <run dir of the checkpoint>/eval-<timestamp>.")
+
+
+@dataclass
 class RLinfConfig:
     cluster: ClusterConfig = _f(help="Ray cluster, devices and component placement.", factory=ClusterConfig)
     runner: RunnerConfig = _f(help="The training loop, run directory and logging.", factory=RunnerConfig)
@@ -166,6 +184,9 @@ class RLinfConfig:
     actor: ActorConfig = _f(help="Policy training worker.", factory=ActorConfig)
     critic: CriticConfig = _f(help="Value training worker.", factory=CriticConfig)
     rollout: RolloutConfig = _f(help="Generation / policy inference worker.", factory=RolloutConfig)
+    reshard: ReshardConfig = _f(help="Weight sync from the actor's training layout to the rollout's layout.",
+                                factory=ReshardConfig)
     env: EnvConfig = _f(help="Simulator worker.", factory=EnvConfig)
     reward: RewardConfig = _f(help="Reward worker.", factory=RewardConfig)
     data: DataConfig = _f(help="Prompts and held-out evaluation data.", factory=DataConfig)
+    eval: EvalConfig = _f(help="Checkpoint evaluation in simulators (python -m rlinf.eval).", factory=EvalConfig)

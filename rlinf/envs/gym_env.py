@@ -123,5 +123,101 @@ class GymVectorEnv:
                 return np.asarray(final[key], dtype=bool) & mask & done, True
         return np.zeros(self.num_envs, dtype=bool), False
 
+    # ---- state capture (exact resume of a run's training envs) ------------------------------------
+    def get_state(self) -> Dict[str, Any]:
+        """The envs' full simulation state as JSON-able data (see `_capture`), for checkpoints.
+
+        Captured: every plain attribute (numbers, strings, numeric arrays, numpy generators) of the
+        vector env, of every sub-env and of each wrapper around it, plus the running episode
+        returns / lengths. That is the whole state of gymnasium's classic-control tasks; a simulator
+        that keeps state in other objects (MuJoCo's MjData, GPU sims) is not captured completely, so
+        `complete` is False when a layer holds attributes that are neither plain nor known-static.
+        """
+        layers = [_capture(self.envs)]
+        complete = True
+        for sub in self.envs.envs:
+            chain = []
+            layer = sub
+            while True:
+                state, ok = _capture(layer), _plain_only(layer)
+                complete &= ok
+                chain.append(state)
+                if not hasattr(layer, "env"):
+                    break
+                layer = layer.env
+            layers.append(chain)
+        return {"env_id": self.env_id, "num_envs": self.num_envs, "vector": layers[0], "envs": layers[1:],
+                "returns": _encode(self._returns), "lengths": _encode(self._lengths), "complete": complete}
+
+    def set_state(self, state: Dict[str, Any]) -> None:
+        """Restore what `get_state` captured (same task and number of envs)."""
+        if state["env_id"] != self.env_id or state["num_envs"] != self.num_envs:
+            raise ValueError(f"env state of {state['num_envs']} x {state['env_id']} does not fit "
+                             f"{self.num_envs} x {self.env_id}")
+        _restore(self.envs, state["vector"])
+        for sub, chain in zip(self.envs.envs, state["envs"]):
+            layer = sub
+            for layer_state in chain:
+                _restore(layer, layer_state)
+                layer = getattr(layer, "env", None)
+        self._returns[:] = _decode(state["returns"])
+        self._lengths[:] = _decode(state["lengths"])
+
     def close(self) -> None:
         self.envs.close()
+
+
+# Attributes of gymnasium objects that are configuration, not state: never captured or restored.
+_STATIC_TYPES = ("Space", "EnvSpec", "AutoresetMode", "dict", "list", "tuple", "function", "NoneType")
+
+
+def _encode(value: Any) -> Any:
+    """A plain value as JSON-able data; None when it is not plain."""
+    if isinstance(value, np.random.Generator):
+        return {"__rng__": value.bit_generator.state}
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biuf":
+            return None
+        return {"__nd__": value.tolist(), "dtype": value.dtype.str, "shape": list(value.shape)}
+    if isinstance(value, np.generic):
+        return _encode(np.asarray(value))
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"__py__": value}
+    return None
+
+
+def _decode(data: Any) -> Any:
+    if "__rng__" in data:
+        rng = np.random.Generator(getattr(np.random, data["__rng__"]["bit_generator"])())
+        rng.bit_generator.state = data["__rng__"]
+        return rng
+    if "__nd__" in data:
+        return np.asarray(data["__nd__"], dtype=np.dtype(data["dtype"])).reshape(data["shape"])
+    return data["__py__"]
+
+
+def _capture(obj: Any) -> Dict[str, Any]:
+    out = {"__class__": type(obj).__name__}
+    for key, value in vars(obj).items():
+        enc = _encode(value)
+        if enc is not None:
+            out[key] = enc
+    return out
+
+
+def _plain_only(obj: Any) -> bool:
+    """True when every attribute of `obj` is plain (captured) or configuration (see _STATIC_TYPES)."""
+    for key, value in vars(obj).items():
+        if key == "env" or _encode(value) is not None:
+            continue
+        if not any(t in [c.__name__ for c in type(value).__mro__] for t in _STATIC_TYPES):
+            return False
+    return True
+
+
+def _restore(obj: Any, state: Dict[str, Any]) -> None:
+    if state["__class__"] != type(obj).__name__:
+        raise ValueError(f"env state of a {state['__class__']} does not fit a {type(obj).__name__}")
+    for key, value in state.items():
+        if key != "__class__":
+            setattr(obj, key, _decode(value))

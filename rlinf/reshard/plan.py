@@ -213,14 +213,27 @@ class ReshardPlan:
     def sources_of(self, dst: int) -> List[int]:
         return sorted({t.src for t in self.transfers if t.dst == dst})
 
-    def buckets(self, src: int, dst: int, bucket_bytes: int) -> List[List[Transfer]]:
-        """The pair's transfers packed greedily, in plan order, into buckets of <= `bucket_bytes`
-        (each piece aligned to 64 bytes); a transfer larger than a bucket is cut into row ranges that
-        each fill a bucket of their own. Both sides compute the same list."""
+    def contiguous(self, t: Transfer) -> bool:
+        """Whether `t` is one contiguous block in both local tensors (it spans all of dims 1.. on both)."""
+        return t.box[1:] == self.src_box(t.name, t.src)[1:] == self.dst_box(t.name, t.dst)[1:]
+
+    def buckets(self, src: int, dst: int, bucket_bytes: int, solo_bytes: Optional[int] = None) -> List[List[Transfer]]:
+        """The pair's transfers as messages, in plan order, both sides computing the same list.
+
+        A transfer contiguous on both sides and of at least `solo_bytes` (default: min(256 KiB,
+        bucket_bytes)) travels alone, sent from and received into the tensors themselves (no
+        staging copy). The others are packed greedily into buckets of <= `bucket_bytes` (pieces
+        64-byte aligned). Anything larger than a bucket is cut into row ranges of <= `bucket_bytes`
+        that each make a message of their own, so large tensors pipeline too."""
+        solo_bytes = min(2**18, bucket_bytes) if solo_bytes is None else solo_bytes
         out: List[List[Transfer]] = []
         current, size = [], 0
         for transfer in self.pair(src, dst):
+            solo = transfer.nbytes >= solo_bytes and self.contiguous(transfer)
             for piece in transfer.split_rows(bucket_bytes):
+                if solo:
+                    out.append([piece])
+                    continue
                 if current and size + align(piece.nbytes) > bucket_bytes:
                     out.append(current)
                     current, size = [], 0

@@ -125,7 +125,7 @@ class ReshardSource:
         self.targets = plan.targets_of(self.rank)
         self.window = max(1, depth) * max(1, len(self.targets))
         self.ring = _Ring(self.window, worker.device)
-        self.direct: Dict[int, Dict[str, torch.Tensor]] = {}
+        self.direct: Dict[int, list] = {}
         self.version = 0
         self.fingerprint = plan.fingerprint()
         self._schedules: Dict[frozenset, list] = {}
@@ -137,7 +137,11 @@ class ReshardSource:
         for dst in self.targets:
             arena = _open_arena(handles[dst]) if dst < len(handles) else None
             if arena is not None:
-                self.direct[dst] = _views(arena, self.plan, dst)
+                views = _views(arena, self.plan, dst)
+                # (destination view, parameter, source index), computed once: a sync is then one
+                # copy_ per transfer with no slicing of the arena
+                self.direct[dst] = [(views[t.name][t.dst_index()], t.name, t.src_index())
+                                    for t in self.plan.pair(self.rank, dst)]
         return sorted(self.direct)
 
     def _local(self, tensors: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -166,9 +170,9 @@ class ReshardSource:
             raise ValueError(f"weight version must increase: {version} after {self.version}")
         local = self._local(tensors)
         link = self.link
-        for dst, views in self.direct.items():
-            for tr in self.plan.pair(self.rank, dst):
-                views[tr.name][tr.dst_index()].copy_(local[tr.name][tr.src_index()])
+        for copies in self.direct.values():
+            for region, name, index in copies:
+                region.copy_(local[name][index])
         if self.direct and link.device.type == "cuda":
             torch.cuda.synchronize(link.device)
         headers = []
@@ -211,6 +215,7 @@ class ReshardTarget:
 
     def __init__(self, plan: ReshardPlan, worker: Worker, peer_group: str, colocated: bool = False,
                  bucket_mb: float = 64.0, depth: int = 2, timeout_s: float = 300.0, rank: Optional[int] = None):
+        self._path: Optional[str] = None
         self.plan, self.rank = plan, worker.rank if rank is None else rank
         self.link = _Link(worker, peer_group, timeout_s)
         self.bucket_bytes = max(1, int(bucket_mb * 2**20))
@@ -220,7 +225,6 @@ class ReshardTarget:
         self.version = 0
         self.fingerprint = plan.fingerprint()
         nbytes = max(1, plan.arena_bytes(self.rank))
-        self._path: Optional[str] = None
         self._handle: Optional[dict] = None
         if colocated and worker.device.type == "cpu":
             self._path = f"/dev/shm/rlinf-reshard-{uuid.uuid4().hex[:12]}-{self.rank}"

@@ -17,12 +17,15 @@ stages that are stepped in turn, each stage an independent lane alternating `rol
 rollout already infers on stage i+1. With k = 1 this is the plain alternation.
 """
 
+import json
 import logging
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+import torch
 
 from rlinf.config import RLinfConfig
 from rlinf.envs.gym_env import check_env_id
@@ -206,6 +209,58 @@ class EmbodiedWorkflow:
         metrics.update(_episode_metrics(episodes, "env/"))
         return metrics
 
+    # ---- checkpoints --------------------------------------------------------------------------------
+    def save_checkpoint(self, path: str) -> None:
+        """Everything a resumed run needs to continue exactly as an uninterrupted one:
+
+            actor/        model.pt, optim.pt, meta.json (rank 0; replicas are identical), rng_rank<r>.pt
+            env/          rank_<r>.json: the training envs' simulation state (GymVectorEnv.get_state)
+            workflow.pt   weights version, the envs' current observations, rollout sampling RNG per rank
+        """
+        actor = self.actor.call("save_checkpoint", f"{path}/actor", {"env_id": self.cfg.env.id})
+        envs = self.env.call("get_state").wait()
+        rollout_rng = self.rollout.call("get_rng_state").wait()
+        (Path(path) / "env").mkdir(parents=True, exist_ok=True)
+        for rank, state in enumerate(envs):
+            (Path(path) / "env" / f"rank_{rank}.json").write_text(json.dumps(state))
+        if not all(st["complete"] for state in envs for st in state["stages"]):
+            logger.warning("env '%s' keeps state gymnasium's wrappers do not expose; a resumed run restarts "
+                           "from the captured attributes only and may differ from an uninterrupted one",
+                           self.cfg.env.id)
+        torch.save({"version": self.version,
+                    "obs": None if self.obs is None else [torch.from_numpy(o) for o in self.obs],
+                    "rollout_rng": rollout_rng}, Path(path) / "workflow.pt")
+        actor.wait()
+
+    def load_checkpoint(self, path: str, step: int) -> None:
+        src = Path(path)
+        meta_file = src / "actor" / "meta.json"
+        if not meta_file.exists():
+            raise InputError("not an embodied checkpoint (actor/meta.json missing)", key=str(path))
+        meta = json.loads(meta_file.read_text())
+        expected = self.actor.call("model_spec", ranks=[0]).wait()[0]
+        if meta["model"] != expected:
+            raise InputError(f"checkpoint holds a {_spec_text(meta['model'])} policy, this config builds a "
+                             f"{_spec_text(expected)} one", key=str(path))
+        self.actor.call("load_checkpoint", str(src / "actor")).wait()
+        self.version = step
+        self.weights.reset()
+        self.obs = None  # without saved env state the envs are reset at the next collection
+        wf = torch.load(src / "workflow.pt", weights_only=True) if (src / "workflow.pt").exists() else None
+        env_files = [src / "env" / f"rank_{r}.json" for r in range(self.env.size)]
+        states = [json.loads(f.read_text()) for f in env_files if f.exists()]
+        fits = (wf is not None and wf["obs"] is not None and len(states) == self.env.size
+                and not (src / "env" / f"rank_{self.env.size}.json").exists()
+                and all(st["num_envs"] == self.cfg.env.num_envs and len(st["stages"]) == self.stages for st in states))
+        if fits:
+            self.env.scatter("set_state", states).wait()
+            self.obs = [o.numpy() for o in wf["obs"]]
+        else:
+            logger.warning("checkpoint env state missing or saved with another env layout: the training envs "
+                           "restart from fresh episodes")
+        if wf is not None and len(wf["rollout_rng"]) == self.rollout.size:
+            self.rollout.scatter("set_rng_state", wf["rollout_rng"]).wait()
+
     def evaluate(self) -> Dict[str, float]:
         """Greedy policy (argmax / mean action) on `env.eval_episodes` fresh episodes, same seeds every time."""
         self.sync_weights()
@@ -229,6 +284,11 @@ class EmbodiedWorkflow:
         out = _episode_metrics(episodes, "")
         out["num_episodes"] = float(len(episodes["returns"]))
         return out
+
+
+def _spec_text(spec: Dict[str, object]) -> str:
+    return (f"{spec['obs_dim']}->{spec['action_dim']} ({'discrete' if spec['discrete'] else 'continuous'}, "
+            f"{spec['num_layers']} x {spec['hidden_size']})")
 
 
 def _episode_metrics(episodes: Dict[str, list], prefix: str) -> Dict[str, float]:

@@ -99,9 +99,10 @@ class Runner:
                     metrics = wf.train(batch)
                     self.schedule.after_update(wf, step)
                 dt = time.time() - t0
-                train_time += dt
-                samples += metrics.get("samples", 0)
-                tokens += metrics.get("tokens", 0)
+                if step > self.start_step:  # the first step includes warm-up; throughput leaves it out
+                    train_time += dt
+                    samples += metrics.get("samples", 0)
+                    tokens += metrics.get("tokens", 0)
                 metrics.update({"time/step_s": dt, "throughput/samples_per_s": metrics.get("samples", 0) / dt,
                                 "throughput/tokens_per_s": metrics.get("tokens", 0) / dt})
                 if cfg.eval_interval and (step + 1) % cfg.eval_interval == 0 and step + 1 < cfg.max_steps:

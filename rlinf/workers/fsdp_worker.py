@@ -32,15 +32,16 @@ class FSDPTrainWorker(Worker):
     optimizer: Optional[torch.optim.Optimizer] = None
 
     def shard_and_build_optimizer(self, lr: float, weight_decay: float) -> int:
-        """fully_shard each decoder layer, then the root, over this group's ranks; returns #params."""
+        """fully_shard each decoder layer, then the root, over this group's ranks (more than one); returns #params."""
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
         self.model.to(self.device)
-        mesh = init_device_mesh(self.device.type, (self.world_size,))
-        for layer in self.model.model.layers:
-            fully_shard(layer, mesh=mesh)
-        fully_shard(self.model, mesh=mesh)
+        if self.world_size > 1:  # one rank has nothing to shard; FSDP2 would only add overhead
+            mesh = init_device_mesh(self.device.type, (self.world_size,))
+            for layer in self.model.model.layers:
+                fully_shard(layer, mesh=mesh)
+            fully_shard(self.model, mesh=mesh)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
         return sum(p.numel() for p in self.model.parameters())
 

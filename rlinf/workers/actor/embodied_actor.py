@@ -17,9 +17,11 @@ Per minibatch (advantages normalised to zero mean, unit std within the minibatch
     L = L_clip(ratio, A) - entropy_coef * mean H(pi) + value_coef * L_V(V, V_old, R; value_clip)
 """
 
+import json
 import logging
 import time
-from typing import Dict, List
+from pathlib import Path
+from typing import Dict, List, Optional
 
 import numpy as np
 import ray
@@ -140,6 +142,51 @@ class EmbodiedActorWorker(Worker):
         for p in params:
             p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
             offset += p.numel()
+
+    # ---- checkpoints (the replicas are identical: rank 0 writes model and optimizer) -------------
+    def save_checkpoint(self, path: str, extra: Optional[dict] = None) -> str:
+        """`path/model.pt`, `optim.pt`, `meta.json` (rank 0) and `rng_rank<r>.pt` (every rank).
+
+        The learning-rate schedule's state is the update count (`version`, in meta.json).
+        """
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, out / "model.pt")
+            torch.save(self.optimizer.state_dict(), out / "optim.pt")
+            meta = {"version": self.version, "world_size": self.world_size, "model": self.model_spec(),
+                    **(extra or {})}
+            (out / "meta.json").write_text(json.dumps(meta, indent=2))
+        torch.save({"generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()},
+                   out / f"rng_rank{self.rank}.pt")
+        return str(out)
+
+    def load_checkpoint(self, path: str) -> dict:
+        """Restore model, optimizer, update count and (when saved with the same world size) RNG."""
+        src = Path(path)
+        if not (src / "model.pt").exists():
+            raise FileNotFoundError(f"no embodied actor checkpoint in {path} (model.pt missing)")
+        meta = json.loads((src / "meta.json").read_text())
+        if meta["model"] != self.model_spec():
+            raise ValueError(f"checkpoint model {meta['model']} does not match this run's {self.model_spec()}")
+        self.model.load_state_dict(torch.load(src / "model.pt", map_location=self.device, weights_only=True))
+        self.optimizer.load_state_dict(torch.load(src / "optim.pt", map_location=self.device, weights_only=True))
+        self.version = meta["version"]
+        rng_file = src / f"rng_rank{self.rank}.pt"
+        if rng_file.exists() and meta["world_size"] == self.world_size:
+            rng = torch.load(rng_file, weights_only=True)
+            self.generator.set_state(rng["generator"])
+            torch.set_rng_state(rng["torch_rng"])
+        else:
+            logger.warning("actor rank %d: checkpoint saved by %d rank(s), not %d: minibatch order is not restored",
+                           self.rank, meta["world_size"], self.world_size)
+        return meta
+
+    def model_spec(self) -> Dict[str, object]:
+        """What fixes the parameter shapes: a checkpoint loads only into the same spec."""
+        m = self.model
+        return {"kind": "mlp", "obs_dim": m.obs_dim, "action_dim": m.action_dim, "discrete": m.discrete,
+                "hidden_size": self.cfg.model.hidden_size, "num_layers": self.cfg.model.num_layers}
 
     def export_weights(self) -> List:
         """Rank 0 returns [ObjectRef of {name: ndarray}] (replicas are identical); other ranks []."""

@@ -74,11 +74,16 @@ class ActorWorker(FSDPTrainWorker):
         batch = to_device(batch, self.device)
         T = batch["response_mask"].shape[1]
         self.model.eval()
-        batch["old_logprobs"] = self._logprobs(self.model, batch)
+        # The proximal ("old") policy is the weights before this update. With one epoch the weights do
+        # not change until the single optimizer step, so the training forward's own detached log-probs
+        # are exactly those and no extra forward pass is needed; more epochs need them up front.
+        is_metrics: Dict[str, float] = {}
+        if self.algo.update_epochs > 1:
+            batch["old_logprobs"] = self._logprobs(self.model, batch)
+            is_metrics = self._importance_weights(batch, batch["old_logprobs"])
         if self.reference is not None:
             batch["ref_logprobs"] = self._logprobs(self.reference, batch)
         denominator = loss_denominator(batch["response_mask"], self.algo.loss_agg)
-        is_metrics = self._importance_weights(batch)
         self.model.train()
         sums: Dict[str, float] = {}
         n_mb = 0
@@ -94,11 +99,11 @@ class ActorWorker(FSDPTrainWorker):
         out["time/actor_update_s"] = time.time() - t0
         return self.group_mean(out)
 
-    def _importance_weights(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
-        """Decoupled PPO: the clip is around the proximal policy (recomputed `old_logprobs`); with
-        `tis`, each token is also weighted by w = min(pi_prox / pi_behaviour, tis_cap) (detached)."""
+    def _importance_weights(self, batch: Dict[str, torch.Tensor], proximal: torch.Tensor) -> Dict[str, float]:
+        """Decoupled PPO: the clip is around the proximal policy (log-probs `proximal`); with `tis`, each
+        token is also weighted by w = min(pi_prox / pi_behaviour, tis_cap) (detached)."""
         mask = batch["response_mask"]
-        ratio = torch.exp(batch["old_logprobs"] - batch["behaviour_logprobs"]) * mask
+        ratio = torch.exp(proximal.detach() - batch["behaviour_logprobs"]) * mask
         n = mask.sum().clamp_min(1.0)
         metrics = {"offpolicy/is_ratio_mean": float(ratio.sum() / n),
                    "offpolicy/is_ratio_max": float(ratio.max()),
@@ -112,12 +117,17 @@ class ActorWorker(FSDPTrainWorker):
         logits = response_logits(self.model, mb, T, self.temperature)
         logp = logprobs_from_logits(logits, mb["input_ids"][:, -T:])
         mask = mb["response_mask"]
+        is_metrics = {}
+        if "old_logprobs" not in mb:  # one epoch: the proximal policy is this forward, detached
+            mb = {**mb, "old_logprobs": logp.detach()}
+            is_metrics = self._importance_weights(mb, logp)
         loss, metrics = compute_policy_loss(
             algo.policy_loss, logp, mb["old_logprobs"], mb["advantages"], mask,
             clip_low=algo.clip_ratio_low, clip_high=algo.clip_ratio_high, dual_clip=algo.dual_clip,
             loss_agg=algo.loss_agg, denominator=denominator, is_weights=mb.get("is_weights"),
         )
         out = {f"actor/{k}": float(v) for k, v in metrics.items()}
+        out.update(is_metrics)
         out["actor/pg_loss"] = float(loss.detach())
         if algo.entropy_coef > 0:
             ent = aggregate_loss(entropy_from_logits(logits), mask, algo.loss_agg, denominator)

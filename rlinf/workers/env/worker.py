@@ -68,6 +68,19 @@ class EnvWorker(Worker):
                 "episode_lengths": info["episode_length"][done].tolist(),
                 "episode_successes": info["success"][done].tolist() if info["has_success"] else None}
 
+    # ---- checkpoints ------------------------------------------------------------------------------
+    def get_state(self) -> Dict[str, object]:
+        """The training envs' state, one entry per stage (JSON-able; see GymVectorEnv.get_state)."""
+        return {"num_envs": self.cfg.num_envs, "stages": [env.get_state() for env in self.envs]}
+
+    def set_state(self, state: Dict[str, object]) -> None:
+        """Restore `get_state`'s result; the envs then continue exactly where the saved ones were."""
+        if state["num_envs"] != self.cfg.num_envs or len(state["stages"]) != len(self.envs):
+            raise ValueError(f"env state of {state['num_envs']} envs in {len(state['stages'])} stages does not fit "
+                             f"{self.cfg.num_envs} envs in {len(self.envs)} stages")
+        for env, st in zip(self.envs, state["stages"]):
+            env.set_state(st)
+
     # ---- evaluation -------------------------------------------------------------------------------
     def eval_reset(self, episodes: int, seed: int) -> np.ndarray:
         """Start `episodes` evaluation episodes on min(num_envs, episodes) envs (quotas differ by <= 1)."""

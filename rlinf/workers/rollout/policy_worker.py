@@ -61,6 +61,13 @@ class PolicyRolloutWorker(Worker):
             out["final_values"] = final_values
         return out
 
+    def get_rng_state(self) -> torch.Tensor:
+        """State of the action-sampling generator (checkpoints: a resumed run samples the same actions)."""
+        return self.generator.get_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
     def state_dict_numpy(self) -> Dict[str, np.ndarray]:
         """The inference weights as arrays (tests compare them bit for bit with the actor's)."""
         return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
