@@ -23,6 +23,7 @@ env id, bad keys) prints one line and exits with code 2 before anything is writt
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -101,6 +102,7 @@ def _make_env(env_id: str, max_episode_steps: Optional[int], render: bool):
         kwargs["max_episode_steps"] = max_episode_steps
     if render:
         kwargs["render_mode"] = "rgb_array"
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame-rendered tasks: no display needed
     try:
         return gym.make(env_id, **kwargs)
     except gym.error.DependencyNotInstalled as e:  # e.g. pygame for classic-control rendering
@@ -192,18 +194,22 @@ def _safe(name: str) -> str:
 # ---- video ---------------------------------------------------------------------------------------
 def _annotate(frame, env_id: str, episode: int, step: int, ret: float, outcome: Optional[str]) -> np.ndarray:
     """The frame with task id, episode, step, return (and, on the last frame, the outcome) drawn on it."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     img = Image.fromarray(np.asarray(frame, dtype=np.uint8))
     draw = ImageDraw.Draw(img)
+    try:
+        font = ImageFont.load_default(size=max(12, img.height // 25))
+    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        font = ImageFont.load_default()
     lines = [f"{env_id}  episode {episode}", f"step {step}  return {ret:.1f}"]
     if outcome is not None:
         lines.append(outcome)
     y = 4
     for line in lines:
-        box = draw.textbbox((6, y), line)
+        box = draw.textbbox((6, y), line, font=font)
         draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
-        draw.text((6, y), line, fill=(255, 255, 0) if line == outcome else (255, 255, 255))
+        draw.text((6, y), line, font=font, fill=(255, 255, 0) if line == outcome else (255, 255, 255))
         y = box[3] + 6
     return np.asarray(img)
 

@@ -232,12 +232,25 @@ class EmbodiedWorkflow:
                     "rollout_rng": rollout_rng}, Path(path) / "workflow.pt")
         actor.wait()
 
-    def load_checkpoint(self, path: str, step: int) -> None:
-        src = Path(path)
-        meta_file = src / "actor" / "meta.json"
+    def check_checkpoint(self, path: str) -> None:
+        """Before any worker starts or anything is written: is `path` an embodied checkpoint this config's
+        policy can load (same task, same MLP shape)?"""
+        meta_file = Path(path) / "actor" / "meta.json"
         if not meta_file.exists():
             raise InputError("not an embodied checkpoint (actor/meta.json missing)", key=str(path))
         meta = json.loads(meta_file.read_text())
+        model, want = meta["model"], self.cfg.actor.model
+        if meta.get("env_id") != self.cfg.env.id:
+            raise InputError(f"checkpoint was trained on '{meta.get('env_id')}', this config runs '{self.cfg.env.id}'",
+                             key=str(path))
+        if (model["hidden_size"], model["num_layers"]) != (want.hidden_size, want.num_layers):
+            raise InputError(f"checkpoint holds a {_spec_text(model)} policy, this config builds "
+                             f"{want.num_layers} x {want.hidden_size}", key=str(path))
+
+    def load_checkpoint(self, path: str, step: int) -> None:
+        src = Path(path)
+        self.check_checkpoint(path)
+        meta = json.loads((src / "actor" / "meta.json").read_text())
         expected = self.actor.call("model_spec", ranks=[0]).wait()[0]
         if meta["model"] != expected:
             raise InputError(f"checkpoint holds a {_spec_text(meta['model'])} policy, this config builds a "

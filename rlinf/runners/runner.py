@@ -64,6 +64,8 @@ class Runner:
     def start(self) -> None:
         # The cluster first: an unreachable address is bad input, reported before anything is written.
         self.cluster = Cluster(self.cfg.cluster)
+        if self.resume_from is not None and hasattr(self.workflow, "check_checkpoint"):
+            self.workflow.check_checkpoint(str(self.resume_from))  # a checkpoint it cannot load is bad input
         self.run_dir = RunDir.create(self.output_dir, self.config_name, to_yaml(self.cfg), self.cfg.runner.tensorboard,
                                      resume_step=self.start_step if self.resume_from is not None else None)
         logger.info("run directory: %s", self.run_dir.path)
