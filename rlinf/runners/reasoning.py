@@ -15,7 +15,7 @@ from rlinf.algorithms import ADV_ESTIMATORS, POLICY_LOSSES
 from rlinf.config import RLinfConfig
 from rlinf.envs.text import TextSample, load_task
 from rlinf.errors import InputError
-from rlinf.models.tokenizer import load_tokenizer
+from rlinf.models.tokenizer import encode_prompt, load_tokenizer
 from rlinf.placement import Placement
 from rlinf.runners.batching import add_advantages, build_lm_batch, concat_rollouts, shard_rows, split_even
 from rlinf.runners.weight_sync import WeightSync
@@ -89,11 +89,7 @@ class ReasoningWorkflow:
         return [data[i] for i in order[index * B:(index + 1) * B]]
 
     def encode(self, sample: TextSample) -> List[int]:
-        tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
-            return tok.apply_chat_template([{"role": "user", "content": sample.prompt}], add_generation_prompt=True,
-                                           tokenize=True)
-        return tok.encode(sample.prompt)
+        return encode_prompt(self.tokenizer, sample.prompt)
 
     # ---- phases -----------------------------------------------------------------------------------
     def sync_weights(self, publish: bool = True) -> None:

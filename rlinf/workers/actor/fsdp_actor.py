@@ -147,7 +147,10 @@ class ActorWorker(FSDPTrainWorker):
         numpy arrays travel through Ray's object store zero-copy; the controller only passes the ref.
         """
         state = {}
+        tied = getattr(self.model.config, "tie_word_embeddings", False)
         for name, tensor in self.model.state_dict().items():
+            if tied and name == "lm_head.weight":  # the same tensor as the input embedding
+                continue
             full = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
             if self.rank == 0:
                 full = full.detach().cpu()
