@@ -220,12 +220,12 @@ class ReshardPlan:
     def buckets(self, src: int, dst: int, bucket_bytes: int, solo_bytes: Optional[int] = None) -> List[List[Transfer]]:
         """The pair's transfers as messages, in plan order, both sides computing the same list.
 
-        A transfer contiguous on both sides and of at least `solo_bytes` (default: min(256 KiB,
+        A transfer contiguous on both sides and of at least `solo_bytes` (default: min(64 KiB,
         bucket_bytes)) travels alone, sent from and received into the tensors themselves (no
-        staging copy). The others are packed greedily into buckets of <= `bucket_bytes` (pieces
+        staging copy: on loopback gloo the two extra memcpys cost more than the extra messages). The others are packed greedily into buckets of <= `bucket_bytes` (pieces
         64-byte aligned). Anything larger than a bucket is cut into row ranges of <= `bucket_bytes`
         that each make a message of their own, so large tensors pipeline too."""
-        solo_bytes = min(2**18, bucket_bytes) if solo_bytes is None else solo_bytes
+        solo_bytes = min(2**16, bucket_bytes) if solo_bytes is None else solo_bytes
         out: List[List[Transfer]] = []
         current, size = [], 0
         for transfer in self.pair(src, dst):

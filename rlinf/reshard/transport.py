@@ -85,6 +85,35 @@ class _Ring:
         return self.buffers[i][:nbytes]
 
 
+class _Window:
+    """Operations in flight, finished oldest first, bounded by bytes (`depth` buckets per peer) and by
+    the staging buffers (a packed bucket's ring slot is reused only once its operation finished)."""
+
+    def __init__(self, max_bytes: int, slots: int, finish: Callable):
+        self.max_bytes, self.slots, self.finish = max_bytes, slots, finish
+        self.ops: deque = deque()
+        self.bytes = self.staged = 0
+
+    def admit(self, nbytes: int, staged: bool) -> None:
+        while self.ops and (self.bytes + nbytes > self.max_bytes or (staged and self.staged >= self.slots)):
+            self.pop()
+
+    def push(self, op, nbytes: int, staged: bool) -> None:
+        self.ops.append((op, nbytes, staged))
+        self.bytes += nbytes
+        self.staged += staged
+
+    def pop(self) -> None:
+        op, nbytes, staged = self.ops.popleft()
+        self.bytes -= nbytes
+        self.staged -= staged
+        self.finish(op)
+
+    def drain(self) -> None:
+        while self.ops:
+            self.pop()
+
+
 class _Link:
     """The source or target rank's view of the link process group."""
 
@@ -177,30 +206,37 @@ class ReshardSource:
             torch.cuda.synchronize(link.device)
         headers = []
         for dst in self.targets:
-            header = torch.tensor([version, self.fingerprint, int(dst in self.direct)], dtype=torch.int64)
-            headers.append((link.isend(header.to(link.device), dst, 0), header))
+            header = torch.tensor([version, self.fingerprint, int(dst in self.direct)], dtype=torch.int64,
+                                  device=link.device)
+            headers.append((link.isend(header, dst, 0), header))  # keep the tensor alive until sent
         for work, _ in headers:
             link.wait(work, f"header from source rank {self.rank}")
         bucketed = [(self.rank, d) for d in self.targets if d not in self.direct]
         key = frozenset(bucketed)
         if key not in self._schedules:
             self._schedules[key] = _schedule(self.plan, self.bucket_bytes, bucketed)
-        inflight = deque()
+        what = f"send from source rank {self.rank}"
+        window = _Window(self.window * self.bucket_bytes, self.window, lambda op: link.wait(op[0], what))
         for k, _, dst, bucket in self._schedules[key]:
-            if len(inflight) >= self.window:
-                link.wait(inflight.popleft()[0], f"send from source rank {self.rank}")
-            buf = self._pack(bucket, local)
-            inflight.append((link.isend(buf, dst, k + 1), buf))
-        while inflight:
-            link.wait(inflight.popleft()[0], f"send from source rank {self.rank}")
+            view = self._zero_copy(bucket, local)
+            nbytes = _wire_layout(bucket)[1]
+            window.admit(nbytes, view is None)
+            buf = view if view is not None else self._pack(bucket, local)
+            window.push((link.isend(buf, dst, k + 1), buf), nbytes, view is None)
+        window.drain()
         self.version = version
         return version
 
-    def _pack(self, bucket: List[Transfer], local: Dict[str, torch.Tensor]) -> torch.Tensor:
+    @staticmethod
+    def _zero_copy(bucket: List[Transfer], local: Dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
+        """The bytes to send straight from the shard (a lone contiguous piece), else None."""
         if len(bucket) == 1:
             piece = local[bucket[0].name][bucket[0].src_index()]
             if piece.is_contiguous():
-                return _bytes(piece)  # zero-copy: send the shard's own memory
+                return _bytes(piece)
+        return None
+
+    def _pack(self, bucket: List[Transfer], local: Dict[str, torch.Tensor]) -> torch.Tensor:
         offsets, size = _wire_layout(bucket)
         buf = self.ring.take(size)
         for off, tr in zip(offsets, bucket):
@@ -268,31 +304,31 @@ class ReshardTarget:
         key = frozenset(bucketed)
         if key not in self._schedules:
             self._schedules[key] = _schedule(self.plan, self.bucket_bytes, bucketed)
-        inflight = deque()
+        window = _Window(self.window * self.bucket_bytes, self.window, lambda op: self._finish(op, on_bucket))
         for k, src, _, bucket in self._schedules[key]:
-            if len(inflight) >= self.window:
-                self._finish(inflight.popleft(), on_bucket)
-            buf = self._buffer(bucket)
-            inflight.append((link.irecv(buf, src, k + 1), buf, bucket, src, k))
-        while inflight:
-            self._finish(inflight.popleft(), on_bucket)
+            view = self._zero_copy(bucket)
+            nbytes = _wire_layout(bucket)[1]
+            window.admit(nbytes, view is None)
+            buf = view if view is not None else self.ring.take(nbytes)
+            window.push((link.irecv(buf, src, k + 1), buf, bucket, src, k, view is None), nbytes, view is None)
+        window.drain()
         if link.device.type == "cuda":
             torch.cuda.synchronize(link.device)
         self.version = versions.pop() if versions else (version or self.version + 1)
         return self.version
 
-    def _buffer(self, bucket: List[Transfer]) -> torch.Tensor:
+    def _zero_copy(self, bucket: List[Transfer]) -> Optional[torch.Tensor]:
+        """The weights' own bytes to receive into (a lone piece contiguous in the target), else None."""
         if len(bucket) == 1:
             region = self.tensors[bucket[0].name][bucket[0].dst_index()]
             if region.is_contiguous():
-                return _bytes(region)  # zero-copy: receive straight into the weights
-        return self.ring.take(_wire_layout(bucket)[1])
+                return _bytes(region)
+        return None
 
     def _finish(self, op, on_bucket) -> None:
-        work, buf, bucket, src, k = op
+        work, buf, bucket, src, k, staged = op
         self.link.wait(work, f"bucket {k} to target rank {self.rank} from source rank {src}")
-        region = self.tensors[bucket[0].name][bucket[0].dst_index()]
-        if not (len(bucket) == 1 and region.is_contiguous()):
+        if staged:  # unpack while later buckets are still in flight
             offsets, _ = _wire_layout(bucket)
             for off, tr in zip(offsets, bucket):
                 piece = buf[off:off + tr.nbytes].view(self.plan.params[tr.name].dtype).view(tr.shape)
