@@ -130,6 +130,10 @@ class RolloutConfig:
 
 @dataclass
 class ReshardConfig:
+    transport: str = _f("auto", "How weights reach the rollout: engine (planned reshard: shared memory when "
+                        "colocated, bucketed sends when disaggregated), object_store (gather + Ray object "
+                        "store), or auto (engine under the sync schedule; object_store under async, whose "
+                        "rollouts load between requests).", choices=["auto", "engine", "object_store"])
     bucket_mb: float = _f(64.0, "Disaggregated weight sync: bytes per point-to-point message (MiB); a source packs "
                           "its slices for one target into buckets of this size.", min=0.001)
     pipeline_depth: int = _f(2, "Buckets in flight per peer (2: bucket i+1 travels while bucket i is applied).", min=1)

@@ -16,7 +16,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from rlinf.scheduler import GroupHandle, WorkerDiedError, WorkerTimeoutError
-from rlinf.scheduler.worker_group import _translate
+from rlinf.scheduler.worker_group import translate_error
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def wait_all(handles: Sequence[GroupHandle], timeout: Optional[float] = None, gr
             try:
                 ray.get(ref, timeout=0)
             except (RayTaskError, RayActorError) as e:
-                errors.append(_translate(e, h.group, h.ranks[i], h.method))
+                errors.append(translate_error(e, h.group, h.ranks[i], h.method))
         if errors:
             deadline = min(deadline, time.monotonic() + grace_s)
             if any(isinstance(e, WorkerDiedError) for e in errors):

@@ -155,7 +155,7 @@ class ReshardSource:
         self.window = max(1, depth) * max(1, len(self.targets))
         self.ring = _Ring(self.window, worker.device)
         self.direct: Dict[int, list] = {}
-        self.version = 0
+        self.version = -1  # nothing sent yet; rlinf counts the initial weights as version 0
         self.fingerprint = plan.fingerprint()
         self._schedules: Dict[frozenset, list] = {}
 
@@ -258,7 +258,7 @@ class ReshardTarget:
         self.sources = plan.sources_of(self.rank)
         self.window = max(1, depth) * max(1, len(self.sources))
         self.ring = _Ring(self.window, worker.device)
-        self.version = 0
+        self.version = -1
         self.fingerprint = plan.fingerprint()
         nbytes = max(1, plan.arena_bytes(self.rank))
         self._handle: Optional[dict] = None

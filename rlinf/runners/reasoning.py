@@ -51,6 +51,11 @@ class ReasoningWorkflow:
         self.version = 0          # weights version of the actor (updates done)
         self.weights: WeightSync  # set in start()
         self.groups: List[WorkerGroup] = []
+        self.async_schedule = cfg.runner.schedule == "async" or (cfg.runner.schedule == "auto" and
+                                                                 cfg.algorithm.max_staleness > 0)
+        if self.async_schedule and cfg.reshard.transport == "engine":
+            raise InputError("the resharding engine writes rollout weights in place, which the async schedule "
+                             "cannot allow mid-generation; use object_store or auto", key="reshard.transport")
 
     def start(self, cluster: Cluster) -> None:
         cfg, tok, devices = self.cfg, self.tokenizer, self.placement.devices
@@ -75,6 +80,11 @@ class ReasoningWorkflow:
         n_params = self.actor.call("setup").wait()[0]
         if self.critic is not None:
             critic_setup.wait()
+        transport = cfg.reshard.transport
+        if transport == "auto":
+            transport = "object_store" if self.async_schedule else "engine"
+        if transport == "engine":
+            self.weights.use_engine(cfg.reshard, colocated=self.placement.shares_devices("actor", "rollout"))
         logger.info("actor: %s parameters on %d rank(s); placement %s", f"{n_params:,}", self.actor.size,
                     self.placement.mode)
 

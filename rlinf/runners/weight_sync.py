@@ -7,6 +7,10 @@
   the newest published weights (bit-exact) and reports the version it now holds.
 Under the sync schedule both happen back to back before each rollout; under the async schedule the
 producer thread only ever loads, so it never queues behind the next update on the actor ranks.
+
+With the resharding engine (`use_engine`), publishing only records the version and `load` runs the
+planned transfer (actor ranks send, rollout ranks receive, both at once); it writes the rollout's
+weights in place, so it is only used where the rollout is idle during a sync (the sync schedule).
 """
 
 import threading
@@ -22,10 +26,23 @@ class WeightSync:
         self.synced_version = -1
         self._refs: Optional[List] = None
         self._lock = threading.Lock()
+        self.engine = False
+
+    def use_engine(self, cfg, colocated: bool) -> None:
+        """Set up the resharding engine between the groups (plans are computed once, here)."""
+        from rlinf.reshard import wait_all
+
+        self.actor.link(self.rollout)
+        handles = self.rollout.call("setup_reshard", self.actor.name, self.actor.size, colocated, cfg).wait()
+        wait_all([self.actor.call("setup_reshard", self.rollout.name, self.rollout.size, cfg, handles)])
+        self.engine = True
 
     def publish(self, version: int) -> None:
         with self._lock:
             if self.published_version == version:
+                return
+            if self.engine:
+                self.published_version = version
                 return
             with self.phase("publish_weights"):
                 self._refs = [r for per_rank in self.actor.call("export_weights").wait() for r in per_rank]
@@ -37,7 +54,13 @@ class WeightSync:
             if version < 0 or self.synced_version == version:
                 return
             with self.phase("load_weights"):
-                versions = self.rollout.call("load_weights", self._refs, version).wait()
+                if self.engine:
+                    from rlinf.reshard import wait_all
+
+                    _, versions = wait_all([self.actor.call("send_weights", version),
+                                            self.rollout.call("recv_weights", version)])
+                else:
+                    versions = self.rollout.call("load_weights", self._refs, version).wait()
             if set(versions) != {version}:
                 raise RuntimeError(f"rollout ranks report versions {versions}, expected {version}")
             self.synced_version = version

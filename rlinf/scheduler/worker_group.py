@@ -55,7 +55,7 @@ class WorkerTimeoutError(TimeoutError):
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _translate(err: Exception, group: str, rank: int, method: str) -> Exception:
+def translate_error(err: Exception, group: str, rank: int, method: str) -> Exception:
     if isinstance(err, RayTaskError):
         cause = err.cause if err.cause is not None else err
         tb = _ANSI.sub("", getattr(err, "traceback_str", "") or str(err))
@@ -106,7 +106,7 @@ class GroupHandle:
                 try:
                     ray.get(ref, timeout=max(left, 1.0))
                 except (RayTaskError, RayActorError) as e:
-                    raise _translate(e, self.group, self.ranks[index[ref]], self.method) from None
+                    raise translate_error(e, self.group, self.ranks[index[ref]], self.method) from None
                 except GetTimeoutError:
                     raise WorkerTimeoutError(self.group, [self.ranks[index[ref]]], self.method, timeout) from None
         return self._finish(ray.get(self.refs))
@@ -120,7 +120,7 @@ class GroupHandle:
                     try:
                         outputs.append(await ref)
                     except (RayTaskError, RayActorError) as e:
-                        raise _translate(e, self.group, self.ranks[i], self.method) from None
+                        raise translate_error(e, self.group, self.ranks[i], self.method) from None
         except TimeoutError:
             raise WorkerTimeoutError(self.group, self.ranks[len(outputs):], self.method, timeout) from None
         return self._finish(outputs)
@@ -228,7 +228,7 @@ class WorkerGroup:
             try:
                 ray.get(ref, timeout=self.timeout)
             except (RayTaskError, RayActorError) as e:
-                raise _translate(e, gname, rank, "link") from None
+                raise translate_error(e, gname, rank, "link") from None
         return link
 
     def pop_events(self, timeout: Optional[float] = None) -> List[dict]:

@@ -43,4 +43,4 @@ def test_tiny_grpo_run_writes_complete_run_directory(cluster, tmp_path):
     assert (out / "plots" / "timeline.png").stat().st_size > 1000
     assert any((out / "tensorboard").iterdir())
     phases = {e["name"] for e in trace if e["ph"] == "X"}
-    assert {"update", "generate", "export_weights", "load_weights", "score"} <= phases
+    assert {"update", "generate", "send_weights", "recv_weights", "score"} <= phases  # resharding engine

@@ -79,10 +79,11 @@ def test_sync_is_bit_exact_and_versioned(groups, dp, layout, mode):
 def test_version_must_increase(groups):
     src, tgt = groups[1], groups["tgt"]
     _setup(src, tgt, "ver", "rep2", False, bucket_mb=1.0)
-    assert wait_all([src.call("send", "ver"), tgt.call("recv", "ver")]) == [[1], [1, 1]]  # auto-increment
-    assert wait_all([src.call("send", "ver"), tgt.call("recv", "ver", 2)]) == [[2], [2, 2]]
+    # Versions start at -1 (nothing sent); rlinf's initial weights are version 0.
+    assert wait_all([src.call("send", "ver"), tgt.call("recv", "ver")]) == [[0], [0, 0]]  # auto-increment
+    assert wait_all([src.call("send", "ver"), tgt.call("recv", "ver", 1)]) == [[1], [1, 1]]
     with pytest.raises(Exception, match="must increase"):
-        src.call("send", "ver", 2).wait()
+        src.call("send", "ver", 1).wait()
 
 
 def test_target_dying_mid_sync_is_reported(cluster, groups):

@@ -141,6 +141,17 @@ class ActorWorker(FSDPTrainWorker):
         loss.backward()
         return out
 
+    def setup_reshard(self, peer_group: str, num_replicas: int, cfg, handles: List) -> None:
+        """Become a resharding source for `num_replicas` full rollout replicas."""
+        from rlinf.reshard import ReshardSource, SourceLayout, TargetLayout, plan_for_module
+
+        plan = plan_for_module(self.model, SourceLayout(self.world_size), TargetLayout(num_replicas, 1))
+        self.reshard = ReshardSource(plan, self, peer_group, cfg.bucket_mb, cfg.pipeline_depth, cfg.timeout_s)
+        self.reshard.attach(handles)
+
+    def send_weights(self, version: int) -> int:
+        return self.reshard.send(dict(self.model.named_parameters()), version)
+
     def export_weights(self) -> List:
         """Gather full weights (a collective: every rank calls); rank 0 returns [ObjectRef of {name: array}].
 

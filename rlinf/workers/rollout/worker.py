@@ -45,6 +45,24 @@ class RolloutWorker(Worker):
         self.version = version
         return version
 
+    def setup_reshard(self, peer_group: str, dp_size: int, colocated: bool, cfg) -> dict:
+        """Become a resharding target (full replica, tp 1): the model's parameters are rebound to the
+        engine's receive buffer, so every later sync updates them in place."""
+        from rlinf.reshard import ReshardTarget, SourceLayout, TargetLayout, plan_for_module
+
+        plan = plan_for_module(self.model, SourceLayout(dp_size), TargetLayout(self.world_size, 1))
+        self.reshard = ReshardTarget(plan, self, peer_group, colocated, cfg.bucket_mb, cfg.pipeline_depth,
+                                     cfg.timeout_s)
+        for name, buffer in self.reshard.tensors.items():
+            param = self.model.get_parameter(name)
+            buffer.copy_(param.detach())
+            param.data = buffer
+        return self.reshard.handle()
+
+    def recv_weights(self, version: int) -> int:
+        self.version = self.reshard.recv(version)
+        return self.version
+
     def generate(self, prompts: Sequence[Sequence[int]], greedy: bool = False,
                  seed: int | None = None) -> Dict[str, object]:
         """Sample one response per prompt (repeat prompts for groups). Tensors are [N, T]."""
