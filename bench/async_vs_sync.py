@@ -1,6 +1,6 @@
 """Sync vs async (staleness 1, 2) GRPO on the arithmetic recipe with disaggregated placement.
 
-    python -m bench.async_vs_sync [--quick] [--steps N]
+    python -m bench.async_vs_sync [--quick] [--steps N] [key=value ...]   (config overrides for all runs)
 
 Throughput is samples per second of training-loop wall time (first 3 steps excluded as warm-up).
 The ideal overlap bound comes from the sync run's own phase times: a sync step costs t_step
@@ -24,10 +24,10 @@ from rlinf.runners.runner import run
 WARMUP = 3
 
 
-def _run(out: Path, steps: int, overrides):
+def _run(out: Path, steps: int, overrides, extra=()):
     cfg = load_config("configs/grpo_arith_async.yaml", [
         f"runner.max_steps={steps}", f"runner.output_dir={out}", "runner.progress_bar=false", "runner.log_interval=1",
-        "runner.eval_interval=0", "runner.plots=false", *overrides])
+        "runner.eval_interval=0", "runner.plots=false", *extra, *overrides])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, 1, components_for(cfg))
     summary = run(cfg, placement, out.name)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -48,14 +48,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("overrides", nargs="*", help="config overrides applied to every run")
     args = parser.parse_args()
     steps = args.steps or (20 if args.quick else 200)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        results["sync"] = _run(Path(tmp) / "sync", steps, ["runner.schedule=sync", "algorithm.max_staleness=0"])
+        results["sync"] = _run(Path(tmp) / "sync", steps, ["runner.schedule=sync", "algorithm.max_staleness=0"],
+                               args.overrides)
         for s in (1, 2):
             results[f"async_s{s}"] = _run(Path(tmp) / f"async{s}", steps,
-                                          ["runner.schedule=async", f"algorithm.max_staleness={s}"])
+                                          ["runner.schedule=async", f"algorithm.max_staleness={s}"], args.overrides)
     sync = results["sync"]
     ideal = sync["t_step"] / max(sync["t_rollout"], sync["t_train"])
     for name, r in results.items():

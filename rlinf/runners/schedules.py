@@ -11,7 +11,7 @@ import threading
 import uuid
 from typing import Optional
 
-from rlinf.channel import Channel, ChannelClosed, ChannelTimeout
+from rlinf.channel import Channel, ChannelClosed
 from rlinf.config import RLinfConfig
 from rlinf.errors import InputError
 from rlinf.placement import Placement
@@ -59,27 +59,38 @@ With s = 0 this reproduces the sync schedule step for step.
         self.thread: Optional[threading.Thread] = None
         self.error: Optional[BaseException] = None
         self._stop = threading.Event()
+        self._published = threading.Condition()
+        self.base_version = 0
 
     def start(self, workflow, start_step: int, max_steps: int) -> None:
         self.channel = Channel.create(f"rollout-to-actor-{uuid.uuid4().hex[:8]}", max_staleness=self.max_staleness,
                                       batch_size=1, default_timeout=self.timeout_s)
+        # Channel versions count from this run segment's first weights (a resumed run starts at its step).
+        self.base_version = workflow.version
+        workflow.publish_weights()
         self.thread = threading.Thread(target=self._produce, args=(workflow, start_step, max_steps),
                                        name="rlinf-rollout-producer", daemon=True)
         self.thread.start()
 
+    def _wait_for_version(self, workflow, needed: int) -> bool:
+        """Block until the training loop has published weights of relative version >= needed."""
+        with self._published:
+            while workflow.weights.published_version - self.base_version < needed:
+                if self._stop.is_set():
+                    return False
+                self._published.wait(timeout=1.0)
+        return True
+
     def _produce(self, workflow, start_step: int, max_steps: int) -> None:
         try:
             for step in range(start_step, max_steps):
-                while True:
-                    workflow.sync_weights(publish=False)  # load what the training loop published
-                    try:
-                        # Short admission waits, so a newer weight version is picked up promptly.
-                        self.channel.admit(workflow.synced_version, timeout=0.2)
-                        break
-                    except ChannelTimeout:
-                        if self._stop.is_set():
-                            return
-                version = workflow.synced_version
+                # Batch i of this segment is admitted only with weights of version >= i - s; wait for
+                # them to be published instead of polling the channel.
+                if not self._wait_for_version(workflow, step - start_step - self.max_staleness):
+                    return
+                workflow.sync_weights(publish=False)  # load what the training loop published
+                version = workflow.synced_version - self.base_version
+                self.channel.admit(version, timeout=self.timeout_s)
                 batch = workflow.collect(step)
                 self.channel.put(batch, version=version, producer="rollout")
         except ChannelClosed:
@@ -102,9 +113,13 @@ With s = 0 this reproduces the sync schedule step for step.
     def after_update(self, workflow, step: int) -> None:
         # Publish while the actor is idle; the producer loads it before its next batch.
         workflow.publish_weights()
+        with self._published:
+            self._published.notify_all()
 
     def stop(self, workflow) -> None:
         self._stop.set()
+        with self._published:
+            self._published.notify_all()
         if self.channel is not None:
             self.channel.close()
         if self.thread is not None:
