@@ -7,6 +7,12 @@ from typing import Iterable, List, Sequence
 
 logger = logging.getLogger(__name__)
 
+# Fixed colours for the common phases, so pictures of different runs read the same way.
+PHASE_COLORS = {"generate": "#2ca02c", "act": "#2ca02c", "update": "#d62728", "score": "#9467bd",
+                "step": "#8c564b", "send_weights": "#ff7f0e", "recv_weights": "#ffbb78", "export_weights": "#ff7f0e",
+                "load_weights": "#ffbb78", "publish_weights": "#1f77b4", "compute_values": "#e377c2",
+                "evaluate": "#7f7f7f"}
+
 CURVES = ("reward/mean", "reward/accuracy", "eval/accuracy", "eval/return", "env/return", "env/success_rate",
           "actor/entropy", "critic/vf_loss", "throughput/samples_per_s", "staleness/max")
 
@@ -52,7 +58,7 @@ def plot_timeline(events: Sequence[dict], path: Path, title: str = "", window: t
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.2))
     for e in events:
         y = rows.index((e["group"], e.get("rank", 0)))
-        color = colors.setdefault(e["name"], palette[len(colors) % len(palette)])
+        color = colors.setdefault(e["name"], PHASE_COLORS.get(e["name"], palette[len(colors) % len(palette)]))
         ax.barh(y, e["end"] - e["start"], left=e["start"] - t0, color=color, height=0.7)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"{g}[{r}]" for g, r in rows], fontsize=8)
