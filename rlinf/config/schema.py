@@ -52,6 +52,9 @@ class RunnerConfig:
     progress_bar: bool = _f(True, "Show a console progress bar.")
     tensorboard: bool = _f(True, "Write TensorBoard event files to the run directory.")
     timeline: bool = _f(True, "Write a Chrome-trace timeline.json of every worker's phases.")
+    wandb: str = _f("disabled", "Weights & Biases logging: disabled, offline (files under <run>/wandb, no network; "
+                    "sync later with `wandb sync`) or online.", choices=["disabled", "offline", "online"])
+    wandb_project: str = _f("rlinf", "W&B project name.")
     plots: bool = _f(True, "Write PNG learning curves and a timeline chart to plots/ at the end of the run.")
 
 

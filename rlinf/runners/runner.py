@@ -67,7 +67,8 @@ class Runner:
         if self.resume_from is not None and hasattr(self.workflow, "check_checkpoint"):
             self.workflow.check_checkpoint(str(self.resume_from))  # a checkpoint it cannot load is bad input
         self.run_dir = RunDir.create(self.output_dir, self.config_name, to_yaml(self.cfg), self.cfg.runner.tensorboard,
-                                     resume_step=self.start_step if self.resume_from is not None else None)
+                                     resume_step=self.start_step if self.resume_from is not None else None,
+                                     wandb_mode=self.cfg.runner.wandb, wandb_project=self.cfg.runner.wandb_project)
         logger.info("run directory: %s", self.run_dir.path)
         with self.phase("start_workers"):
             self.workflow.start(self.cluster)

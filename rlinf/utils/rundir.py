@@ -30,7 +30,8 @@ def _jsonable(value):
 class RunDir:
     """Writes `config.yaml`, `metrics.jsonl`, `summary.json`, `timeline.json` and TensorBoard events."""
 
-    def __init__(self, path: Path, config_yaml: str, tensorboard: bool = True, resume_step: Optional[int] = None):
+    def __init__(self, path: Path, config_yaml: str, tensorboard: bool = True, resume_step: Optional[int] = None,
+                 wandb_mode: str = "disabled", wandb_project: str = "rlinf"):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "config.yaml").write_text(config_yaml)
@@ -42,6 +43,13 @@ class RunDir:
             self._metrics = open(metrics, "a")
         else:
             self._metrics = open(metrics, "w")
+        self._wandb = None
+        if wandb_mode != "disabled":
+            import wandb
+            import yaml
+
+            self._wandb = wandb.init(project=wandb_project, name=self.path.name, dir=str(self.path), mode=wandb_mode,
+                                     config=yaml.safe_load(config_yaml), resume="allow" if resume_step else None)
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -50,9 +58,10 @@ class RunDir:
 
     @classmethod
     def create(cls, output_dir: Optional[str], config_name: str, config_yaml: str, tensorboard: bool = True,
-               resume_step: Optional[int] = None) -> "RunDir":
+               resume_step: Optional[int] = None, wandb_mode: str = "disabled",
+               wandb_project: str = "rlinf") -> "RunDir":
         return cls(Path(output_dir) if output_dir else default_run_dir(config_name), config_yaml, tensorboard,
-                   resume_step)
+                   resume_step, wandb_mode, wandb_project)
 
     def start_eval(self) -> Optional[dict]:
         """The step-0 evaluation recorded by the original run (for a resumed run's summary)."""
@@ -65,10 +74,13 @@ class RunDir:
         row = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
         self._metrics.write(json.dumps(row) + "\n")
         self._metrics.flush()
+        scalars = {k: v for k, v in row.items()
+                   if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
         if self._tb is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.add_scalar(key, value, step)
+            for key, value in scalars.items():
+                self._tb.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=step)
 
     def write_summary(self, summary: dict) -> None:
         (self.path / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
@@ -88,6 +100,8 @@ class RunDir:
 
     def close(self) -> None:
         self._metrics.close()
+        if self._wandb is not None:
+            self._wandb.finish()
         if self._tb is not None:
             self._tb.close()
 

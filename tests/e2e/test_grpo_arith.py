@@ -44,3 +44,10 @@ def test_tiny_grpo_run_writes_complete_run_directory(cluster, tmp_path):
     assert any((out / "tensorboard").iterdir())
     phases = {e["name"] for e in trace if e["ph"] == "X"}
     assert {"update", "generate", "send_weights", "recv_weights", "score"} <= phases  # resharding engine
+
+
+def test_wandb_offline_writes_a_local_run(cluster, tmp_path):
+    summary, out = _run(tmp_path, "runner.max_steps=2", "runner.wandb=offline", "runner.plots=false")
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    assert summary["steps"] == 2
