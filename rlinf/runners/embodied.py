@@ -31,7 +31,7 @@ from rlinf.config import RLinfConfig
 from rlinf.envs.gym_env import check_env_id
 from rlinf.errors import InputError
 from rlinf.placement import Placement
-from rlinf.runners.weight_sync import WeightSync
+from rlinf.runners.weight_sync import WeightSync, WeightSyncMixin
 from rlinf.scheduler import Cluster, WorkerGroup
 from rlinf.workers.actor.embodied_actor import EmbodiedActorWorker
 from rlinf.workers.env.worker import EnvWorker
@@ -77,7 +77,7 @@ def validate(cfg: RLinfConfig, placement: Placement) -> None:
                              f"{n_actor} actor ranks, got {gbs}", key="actor.global_batch_size")
 
 
-class EmbodiedWorkflow:
+class EmbodiedWorkflow(WeightSyncMixin):
     def __init__(self, cfg: RLinfConfig, placement: Placement, phase):
         validate(cfg, placement)
         self.cfg, self.placement, self.phase = cfg, placement, phase
@@ -124,19 +124,6 @@ class EmbodiedWorkflow:
         return res
 
     # ---- phases -----------------------------------------------------------------------------------
-    def sync_weights(self, publish: bool = True) -> None:
-        """Make the rollout ranks hold the newest weights (publishing the actor's current ones first)."""
-        if publish:
-            self.weights.publish(self.version)
-        self.weights.load()
-
-    def publish_weights(self) -> None:
-        self.weights.publish(self.version)
-
-    @property
-    def synced_version(self) -> int:
-        return self.weights.synced_version
-
     def collect(self, step: int) -> Dict:
         """T steps of every env; returns the [N, T] batch plus the episodes that ended meanwhile."""
         k, T, E = self.stages, self.cfg.env.rollout_steps, self.env.size

@@ -18,7 +18,7 @@ from rlinf.errors import InputError
 from rlinf.models.tokenizer import encode_prompt, load_tokenizer
 from rlinf.placement import Placement
 from rlinf.runners.batching import add_advantages, build_lm_batch, concat_rollouts, shard_rows, split_even
-from rlinf.runners.weight_sync import WeightSync
+from rlinf.runners.weight_sync import WeightSync, WeightSyncMixin
 from rlinf.scheduler import Cluster, WorkerGroup
 from rlinf.workers.actor.fsdp_actor import ActorWorker
 from rlinf.workers.critic.fsdp_critic import CriticWorker
@@ -38,7 +38,7 @@ def _validate_names(cfg: RLinfConfig) -> None:
                          key="algorithm.adv_estimator")
 
 
-class ReasoningWorkflow:
+class ReasoningWorkflow(WeightSyncMixin):
     def __init__(self, cfg: RLinfConfig, placement: Placement, phase):
         self.cfg, self.placement, self.phase = cfg, placement, phase
         _validate_names(cfg)
@@ -102,19 +102,6 @@ class ReasoningWorkflow:
         return encode_prompt(self.tokenizer, sample.prompt)
 
     # ---- phases -----------------------------------------------------------------------------------
-    def sync_weights(self, publish: bool = True) -> None:
-        """Make the rollout ranks hold the newest weights (publishing the actor's current ones first)."""
-        if publish:
-            self.weights.publish(self.version)
-        self.weights.load()
-
-    def publish_weights(self) -> None:
-        self.weights.publish(self.version)
-
-    @property
-    def synced_version(self) -> int:
-        return self.weights.synced_version
-
     def collect(self, step: int) -> Dict:
         samples = self.prompts_for_step(step)
         return self.generate(samples, self.cfg.algorithm.group_size, seed=self.cfg.runner.seed + step)

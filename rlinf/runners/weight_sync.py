@@ -70,3 +70,23 @@ class WeightSync:
         with self._lock:
             self.published_version = self.synced_version = -1
             self._refs = None
+
+
+class WeightSyncMixin:
+    """The workflow side of weight sync: `self.weights` (a WeightSync) and `self.version` (updates done)."""
+
+    weights: WeightSync
+    version: int
+
+    def sync_weights(self, publish: bool = True) -> None:
+        """Make the rollout ranks hold the newest weights (publishing the actor's current ones first)."""
+        if publish:
+            self.weights.publish(self.version)
+        self.weights.load()
+
+    def publish_weights(self) -> None:
+        self.weights.publish(self.version)
+
+    @property
+    def synced_version(self) -> int:
+        return self.weights.synced_version

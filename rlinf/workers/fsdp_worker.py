@@ -8,7 +8,7 @@ before `setup()` and implement their own update.
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -54,6 +54,25 @@ class FSDPTrainWorker(Worker):
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return norm
+
+    def train_epochs(self, batch: Dict[str, torch.Tensor], micro_batch_size: int, epochs: int, grad_clip: float,
+                     micro_step: Callable[[Dict[str, torch.Tensor]], Dict[str, float]]) -> Dict[str, float]:
+        """`epochs` passes over `batch` in micro-batches, accumulating gradients (`micro_step` runs forward
+        and backward and returns scalar metrics); one optimizer step per pass. Returns the metrics
+        averaged over micro-batches plus `grad_norm` of the last step (not yet averaged over ranks)."""
+        self.model.train()
+        sums: Dict[str, float] = {}
+        n_mb = 0
+        grad_norm = 0.0
+        for _ in range(epochs):
+            for mb in micro_batches(batch, micro_batch_size):
+                for k, v in micro_step(mb).items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_mb += 1
+            grad_norm = self.optimizer_step(grad_clip)
+        out = {k: v / max(n_mb, 1) for k, v in sums.items()}
+        out["grad_norm"] = grad_norm
+        return out
 
     def group_mean(self, metrics: Dict[str, float]) -> Dict[str, float]:
         """Average scalar metrics over the group's ranks (every rank holds the same keys)."""

@@ -51,3 +51,16 @@ def test_wandb_offline_writes_a_local_run(cluster, tmp_path):
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
     assert summary["steps"] == 2
+
+
+def test_tiny_ppo_with_critic_run(cluster, tmp_path):
+    cfg = load_config("configs/ppo_arith.yaml", [
+        "runner.max_steps=2", "data.batch_size=4", "algorithm.group_size=2", "cluster.num_devices=2",
+        "runner.log_interval=1", "data.eval_size=4", "runner.eval_interval=0", "runner.plots=false",
+        f"runner.output_dir={tmp_path / 'ppo'}", "runner.progress_bar=false"])
+    placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, 1, components_for(cfg))
+    summary = run(cfg, placement, "ppo_arith")
+    rows = [json.loads(line) for line in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if "critic/vf_loss" in r]
+    assert [r["step"] for r in train] == [1, 2] and summary["steps"] == 2
+    assert all(r["critic/vf_loss"] >= 0 for r in train)

@@ -84,18 +84,10 @@ class ActorWorker(FSDPTrainWorker):
         if self.reference is not None:
             batch["ref_logprobs"] = self._logprobs(self.reference, batch)
         denominator = loss_denominator(batch["response_mask"], self.algo.loss_agg)
-        self.model.train()
-        sums: Dict[str, float] = {}
-        n_mb = 0
-        for _ in range(self.algo.update_epochs):
-            for mb in micro_batches(batch, self.cfg.micro_batch_size):
-                for k, v in self._micro_step(mb, T, denominator).items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n_mb += 1
-            grad_norm = self.optimizer_step(self.cfg.grad_clip)
-        out = {k: v / n_mb for k, v in sums.items()}
+        out = self.train_epochs(batch, self.cfg.micro_batch_size, self.algo.update_epochs, self.cfg.grad_clip,
+                                lambda mb: self._micro_step(mb, T, denominator))
+        out["actor/grad_norm"] = out.pop("grad_norm")
         out.update(is_metrics)
-        out["actor/grad_norm"] = grad_norm
         out["time/actor_update_s"] = time.time() - t0
         return self.group_mean(out)
 

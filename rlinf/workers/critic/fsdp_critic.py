@@ -53,26 +53,19 @@ class CriticWorker(FSDPTrainWorker):
         values = torch.cat([self._values(mb, T) for mb in micro_batches(batch, self.cfg.micro_batch_size)])
         return (values * batch["response_mask"]).cpu()
 
+    def _micro_step(self, mb: Dict[str, torch.Tensor], T: int, denominator: float) -> Dict[str, float]:
+        loss, metrics = value_loss(self._values(mb, T), mb["values"], mb["returns"], mb["response_mask"],
+                                   clip=self.algo.value_clip, loss_agg=self.algo.loss_agg, denominator=denominator)
+        loss.backward()
+        return {"critic/vf_loss": float(loss.detach()), **{f"critic/{k}": float(v) for k, v in metrics.items()}}
+
     def update(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         t0 = time.time()
         batch = to_device(batch, self.device)
         T = batch["response_mask"].shape[1]
         denominator = loss_denominator(batch["response_mask"], self.algo.loss_agg)
-        self.model.train()
-        sums: Dict[str, float] = {}
-        n_mb = 0
-        for _ in range(self.algo.update_epochs):
-            for mb in micro_batches(batch, self.cfg.micro_batch_size):
-                loss, metrics = value_loss(self._values(mb, T), mb["values"], mb["returns"], mb["response_mask"],
-                                           clip=self.algo.value_clip, loss_agg=self.algo.loss_agg,
-                                           denominator=denominator)
-                loss.backward()
-                for k, v in {"critic/vf_loss": float(loss.detach()),
-                             **{f"critic/{k}": float(v) for k, v in metrics.items()}}.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n_mb += 1
-            grad_norm = self.optimizer_step(self.cfg.grad_clip)
-        out = {k: v / n_mb for k, v in sums.items()}
-        out["critic/grad_norm"] = grad_norm
+        out = self.train_epochs(batch, self.cfg.micro_batch_size, self.algo.update_epochs, self.cfg.grad_clip,
+                                lambda mb: self._micro_step(mb, T, denominator))
+        out["critic/grad_norm"] = out.pop("grad_norm")
         out["time/critic_update_s"] = time.time() - t0
         return self.group_mean(out)

@@ -8,16 +8,15 @@ r_t <- r_t + gamma * V(s_final).
 """
 
 import logging
-import warnings
 from typing import Dict, List, Optional
 
 import numpy as np
-import ray
 import torch
 
 from rlinf.config.schema import ModelConfig
 from rlinf.models.mlp import build_mlp_policy
 from rlinf.scheduler import Worker
+from rlinf.workers.weights import fetch_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +32,7 @@ class PolicyRolloutWorker(Worker):
 
     def load_weights(self, refs: List, version: int) -> int:
         """Replace the weights with the actor's (bit-exact copy); returns the version now held."""
-        state = ray.get(refs[0])
-        with warnings.catch_warnings():
-            # Arrays from the object store are read-only views; load_state_dict only reads them.
-            warnings.simplefilter("ignore", UserWarning)
-            tensors = {k: torch.from_numpy(v) for k, v in state.items()}
-        self.model.load_state_dict(tensors, strict=True)
+        self.model.load_state_dict(fetch_state_dict(refs[0]), strict=True)
         self.version = version
         return version
 

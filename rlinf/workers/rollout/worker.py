@@ -5,16 +5,15 @@ worker records the version it holds so every sample is tagged with the weights t
 """
 
 import logging
-import warnings
 from typing import Dict, List, Sequence
 
 import numpy as np
-import ray
 import torch
 
 from rlinf.config.schema import ModelConfig, RolloutConfig
 from rlinf.models.causal_lm import build_causal_lm
 from rlinf.scheduler import Worker
+from rlinf.workers.weights import fetch_state_dict
 from rlinf.workers.rollout.sampling import SamplingParams, sample
 
 logger = logging.getLogger(__name__)
@@ -34,12 +33,7 @@ class RolloutWorker(Worker):
 
     def load_weights(self, refs: List, version: int) -> int:
         """Replace the weights with the actor's (bit-exact copy); returns the version now held."""
-        state = ray.get(refs[0])
-        with warnings.catch_warnings():
-            # Arrays from the object store are read-only views; load_state_dict only reads them.
-            warnings.simplefilter("ignore", UserWarning)
-            tensors = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
-        missing, unexpected = self.model.load_state_dict(tensors, strict=False)
+        missing, unexpected = self.model.load_state_dict(fetch_state_dict(refs[0]), strict=False)
         if unexpected or [m for m in missing if not m.endswith("lm_head.weight")]:
             raise RuntimeError(f"weight mismatch: missing={missing} unexpected={unexpected}")
         self.version = version
