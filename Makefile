@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= llm,embodied,dev
+EXTRAS ?= llm,embodied,dev,deepspeed
 CONFIG ?= configs/grpo_arith.yaml
 APT_PACKAGES ?=
 STAMP := $(VENV)/.rlinf-installed

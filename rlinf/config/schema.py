@@ -101,6 +101,7 @@ class ModelConfig:
 class ActorConfig:
     model: ModelConfig = _f(help="Policy model.", factory=ModelConfig)
     backend: str = _f("fsdp", "Training backend.", choices=["fsdp", "deepspeed"])
+    zero_stage: int = _f(2, "DeepSpeed ZeRO stage with backend=deepspeed (1: optimizer states, 2: + gradients, 3: + parameters sharded).", choices=[1, 2, 3])
     lr: float = _f(1e-4, "Learning rate.", min=0.0)
     weight_decay: float = _f(0.0, "AdamW weight decay.", min=0.0)
     micro_batch_size: int = _f(8, "Sequences per forward/backward (gradient accumulation splits a batch into these).", min=1)

@@ -60,7 +60,10 @@ class ReasoningWorkflow(WeightSyncMixin):
     def start(self, cluster: Cluster) -> None:
         cfg, tok, devices = self.cfg, self.tokenizer, self.placement.devices
         vocab = len(tok)
-        self.actor = WorkerGroup(cluster, ActorWorker, "actor", devices["actor"],
+        actor_cls = ActorWorker
+        if cfg.actor.backend == "deepspeed":
+            from rlinf.workers.actor.deepspeed_actor import DeepSpeedActorWorker as actor_cls
+        self.actor = WorkerGroup(cluster, actor_cls, "actor", devices["actor"],
                                  args=(cfg.actor, cfg.algorithm, vocab, cfg.runner.seed, cfg.rollout.temperature))
         self.groups.append(self.actor)
         self.rollout = WorkerGroup(cluster, RolloutWorker, "rollout", devices["rollout"],

@@ -130,8 +130,12 @@ class ActorWorker(FSDPTrainWorker):
                                 denominator)
             loss = loss + algo.kl_coef * kl
             out["actor/kl"] = float(kl.detach())
-        loss.backward()
+        self._backward(loss)
         return out
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        """Backward of one micro-batch's loss (DeepSpeed routes it through its engine)."""
+        loss.backward()
 
     def setup_reshard(self, peer_group: str, num_replicas: int, cfg, handles: List) -> None:
         """Become a resharding source for `num_replicas` full rollout replicas."""
