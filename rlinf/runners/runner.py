@@ -130,6 +130,7 @@ class Runner:
                            "train_time_s": train_time},
             "wall_time_s": time.time() - t_start,
             "placement": self.placement.as_dict(),
+            "schedule": {"name": self.schedule.name, **self.schedule.summary},
         }
         self.run_dir.write_summary(summary)
         return summary

@@ -23,6 +23,7 @@ class SyncSchedule:
     """On-policy: sync weights, generate and score the step's batch, then train on it."""
 
     name = "sync"
+    summary: dict = {}
 
     def start(self, workflow, start_step: int, max_steps: int) -> None:
         pass
@@ -61,6 +62,7 @@ With s = 0 this reproduces the sync schedule step for step.
         self._stop = threading.Event()
         self._published = threading.Condition()
         self.base_version = 0
+        self.summary: dict = {}
 
     def start(self, workflow, start_step: int, max_steps: int) -> None:
         self.channel = Channel.create(f"rollout-to-actor-{uuid.uuid4().hex[:8]}", max_staleness=self.max_staleness,
@@ -125,6 +127,10 @@ With s = 0 this reproduces the sync schedule step for step.
         if self.thread is not None:
             self.thread.join(timeout=self.timeout_s)
         if self.channel is not None:
+            stats = self.channel.stats()
+            # Staleness of every consumed batch, {staleness: count}, for the run summary.
+            self.summary = {"staleness_histogram": {str(k): v for k, v in stats["staleness_histogram"].items()},
+                            "max_staleness_seen": stats["max_staleness_seen"], "bound": self.max_staleness}
             self.channel.destroy()
 
 
