@@ -44,7 +44,7 @@ class RunnerConfig:
     output_dir: Optional[str] = _f(None, "Run directory; null gives runs/<config-name>-<timestamp>.")
     max_steps: int = _f(20, "Training steps (policy updates) to run.", min=1)
     max_restarts: int = _f(0, "Times the controller restarts dead worker groups and resumes from the last checkpoint.", min=0)
-    save_interval: int = _f(0, "Save a checkpoint every N steps (0: only at the end when checkpointing is on).", min=0)
+    save_interval: int = _f(0, "Save a checkpoint every N steps and at the last step (0: no checkpoints).", min=0)
     eval_interval: int = _f(0, "Evaluate on held-out data every N steps (0: only at start and end).", min=0)
     schedule: str = _f("auto", "Training schedule: auto (from placement and max_staleness), sync, async or pipeline.", choices=["auto", "sync", "async", "pipeline"])
     seed: int = _f(1, "Global random seed.", min=0)
