@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -137,7 +137,3 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
             pass
     except OSError as e:
         raise InputError(f"cannot reach Ray cluster at '{address}': {e}", key="cluster.address") from None
-
-
-def init_cluster(cfg: Optional[ClusterConfig] = None) -> Cluster:
-    return Cluster(cfg or ClusterConfig())

@@ -130,9 +130,6 @@ class GroupHandle:
             return _resolved(self._results).__await__()
         return self._wait_async(None).__await__()
 
-    def results(self) -> List[Any]:
-        return self.wait()
-
 
 async def _resolved(value):
     return value
@@ -180,7 +177,7 @@ class WorkerGroup:
             if timed:
                 refs.append(actor._rlinf_execute.remote(method, args, kwargs or {}))
             else:
-                refs.append(_untimed(getattr(actor, method).remote(*args, **(kwargs or {}))))
+                refs.append(getattr(actor, method).remote(*args, **(kwargs or {})))
         return GroupHandle(self.name, method, ranks, refs, self.timeout) if timed else _UntimedHandle(
             self.name, method, ranks, refs, self.timeout)
 
@@ -252,10 +249,6 @@ class WorkerGroup:
         except (WorkerError, WorkerTimeoutError) as e:
             logger.warning("%s: shutdown incomplete (%s); killing", self.name, e)
         self.kill()
-
-
-def _untimed(ref):
-    return ref
 
 
 class _UntimedHandle(GroupHandle):

@@ -91,10 +91,20 @@ class FSDPTrainWorker(Worker):
 
         model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
         dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=path)
+        self.save_worker_state(path, extra)
+        return path
+
+    def save_worker_state(self, path: str, extra: Optional[dict]) -> None:
+        """What every backend's checkpoint adds: this rank's torch RNG, and rank 0's `extra` as JSON."""
         torch.save({"torch_rng": torch.get_rng_state()}, Path(path) / f"rng_rank{self.rank}.pt")
         if self.rank == 0 and extra is not None:
             (Path(path) / "worker_state.json").write_text(json.dumps(extra))
-        return path
+
+    def load_worker_state(self, path: str) -> dict:
+        rng = torch.load(Path(path) / f"rng_rank{self.rank}.pt", weights_only=True)
+        torch.set_rng_state(rng["torch_rng"])
+        extra = Path(path) / "worker_state.json"
+        return json.loads(extra.read_text()) if extra.exists() else {}
 
     def load_checkpoint(self, path: str) -> dict:
         import torch.distributed.checkpoint as dcp
@@ -106,10 +116,7 @@ class FSDPTrainWorker(Worker):
         state = {"model": model_sd, "optim": optim_sd}
         dcp.load(state, checkpoint_id=path)
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-        rng = torch.load(Path(path) / f"rng_rank{self.rank}.pt", weights_only=True)
-        torch.set_rng_state(rng["torch_rng"])
-        extra = Path(path) / "worker_state.json"
-        return json.loads(extra.read_text()) if extra.exists() else {}
+        return self.load_worker_state(path)
 
     # ---- colocated placement: free the device between phases ------------------------------------
     def offload(self) -> None:

@@ -13,7 +13,6 @@ Everything model- and loss-related is ActorWorker's; this class only swaps the e
 On a machine without CUDA, `DS_ACCELERATOR=cpu` is set before deepspeed is imported.
 """
 
-import json
 import logging
 import os
 from contextlib import nullcontext
@@ -167,9 +166,7 @@ class DeepSpeedActorWorker(ActorWorker):
     # ---- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, path: str, extra: Optional[dict] = None) -> str:
         self.model.save_checkpoint(path, tag=_CKPT_TAG)
-        torch.save({"torch_rng": torch.get_rng_state()}, Path(path) / f"rng_rank{self.rank}.pt")
-        if self.rank == 0 and extra is not None:
-            (Path(path) / "worker_state.json").write_text(json.dumps(extra))
+        self.save_worker_state(path, extra)
         return path
 
     def load_checkpoint(self, path: str) -> dict:
@@ -178,10 +175,7 @@ class DeepSpeedActorWorker(ActorWorker):
         load_path, _ = self.model.load_checkpoint(path, tag=_CKPT_TAG)
         if load_path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint (tag '{_CKPT_TAG}') under {path}")
-        rng = torch.load(Path(path) / f"rng_rank{self.rank}.pt", weights_only=True)
-        torch.set_rng_state(rng["torch_rng"])
-        extra = Path(path) / "worker_state.json"
-        return json.loads(extra.read_text()) if extra.exists() else {}
+        return self.load_worker_state(path)
 
     # ---- colocated placement ---------------------------------------------------------------------
     def offload(self) -> None:

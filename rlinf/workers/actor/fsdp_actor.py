@@ -63,11 +63,6 @@ class ActorWorker(FSDPTrainWorker):
                  for mb in micro_batches(batch, self.cfg.micro_batch_size)]
         return torch.cat(parts)
 
-    def compute_logprobs(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """Log-probs of the response tokens under the current weights (log-prob recomputation)."""
-        self.model.eval()
-        return self._logprobs(self.model, to_device(batch, self.device)).cpu()
-
     def update(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         """One PPO-family update on this rank's shard; returns metrics averaged over the group."""
         t0 = time.time()
