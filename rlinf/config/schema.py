@@ -147,6 +147,7 @@ class ReshardConfig:
 
 @dataclass
 class EnvConfig:
+    simulator: str = _f("gym", "Simulator of env.id: gymnasium, ManiSkill3 or LIBERO.", choices=["gym", "maniskill", "libero"])
     id: Optional[str] = _f(None, "Simulator task id (e.g. 'CartPole-v1', 'PushCube-v1', 'libero_spatial'); null for text tasks.")
     num_envs: int = _f(8, "Parallel environments per env worker.", min=1)
     max_episode_steps: Optional[int] = _f(None, "Episode step limit (null: the task's own).", min=1)

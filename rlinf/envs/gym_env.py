@@ -45,6 +45,11 @@ def check_env_id(env_id: str) -> None:
     raise InputError(f"unknown gymnasium environment '{env_id}'{hint}", key="env.id")
 
 
+def make_vector_env(env_cfg, num_envs: int) -> "GymVectorEnv":
+    """The factory `rlinf.envs.make_vector_env` calls for `env.simulator: gym`."""
+    return GymVectorEnv(env_cfg.id, num_envs, env_cfg.max_episode_steps)
+
+
 class GymVectorEnv:
     """`num_envs` copies of a gymnasium task in a `SyncVectorEnv` with same-step auto-reset.
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from rlinf.config import RLinfConfig
-from rlinf.envs.gym_env import check_env_id
+from rlinf.envs import check_env
 from rlinf.errors import InputError
 from rlinf.placement import Placement
 from rlinf.runners.weight_sync import WeightSync, WeightSyncMixin
@@ -45,7 +45,7 @@ EVAL_MAX_STEPS = 100_000      # guard against tasks without a time limit
 
 def validate(cfg: RLinfConfig, placement: Placement) -> None:
     """Reject what embodied PPO cannot run, naming the key, before any worker starts."""
-    check_env_id(cfg.env.id)
+    check_env(cfg.env)
     if cfg.runner.schedule == "async" or (cfg.runner.schedule == "auto" and cfg.algorithm.max_staleness > 0):
         raise InputError("embodied PPO runs the sync schedule only (it reuses the rollout's log-probs as the "
                          "old policy)", key="runner.schedule")

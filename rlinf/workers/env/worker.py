@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from rlinf.config.schema import EnvConfig
-from rlinf.envs.gym_env import GymVectorEnv
+from rlinf.envs import make_vector_env
 from rlinf.errors import InputError
 from rlinf.scheduler import Worker
 
@@ -34,8 +34,8 @@ class EnvWorker(Worker):
                              key="rollout.pipeline_stages")
         self.cfg, self.seed = cfg, seed
         self.per_stage = cfg.num_envs // stages
-        self.envs = [GymVectorEnv(cfg.id, self.per_stage, cfg.max_episode_steps) for _ in range(stages)]
-        self.eval_env: Optional[GymVectorEnv] = None
+        self.envs = [make_vector_env(cfg, self.per_stage) for _ in range(stages)]
+        self.eval_env = None  # built at the first eval_reset
         self._eval_left = np.zeros(0, dtype=np.int64)
         self._eval_stats: Dict[str, list] = {}
 
@@ -90,7 +90,7 @@ class EnvWorker(Worker):
         if self.eval_env is None or self.eval_env.num_envs != n:
             if self.eval_env is not None:
                 self.eval_env.close()
-            self.eval_env = GymVectorEnv(self.cfg.id, n, self.cfg.max_episode_steps)
+            self.eval_env = make_vector_env(self.cfg, n)
         self._eval_left = np.array([episodes // n + (i < episodes % n) for i in range(n)], dtype=np.int64)
         self._eval_stats = {"returns": [], "lengths": [], "successes": []}
         return self.eval_env.reset(seed=seed + self.rank * self.cfg.num_envs)
