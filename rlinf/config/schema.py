@@ -154,6 +154,16 @@ class EnvConfig:
     obs_mode: str = _f("state", "Observation mode.", choices=["state", "rgb"])
     rollout_steps: int = _f(128, "Steps every training env takes per training step (rollout horizon T); a step's batch is all envs x T env steps.", min=1)
     eval_episodes: int = _f(10, "Episodes of greedy (deterministic-policy) evaluation at start, every runner.eval_interval and at the end.", min=1)
+    image_size: int = _f(128, "Height = width in pixels of camera images: rgb observations and the frames of "
+                         "env.render() (videos).", min=16)
+    reward_mode: Optional[str] = _f(None, "ManiSkill reward: dense, normalized_dense (dense scaled to [0, 1]), sparse "
+                                    "(success) or none; null: the task's default.",
+                                    choices=["dense", "normalized_dense", "sparse", "none"])
+    control_mode: Optional[str] = _f(None, "ManiSkill controller (e.g. pd_joint_delta_pos, pd_ee_delta_pose); null: the "
+                                     "task's default.")
+    sim_backend: str = _f("auto", "ManiSkill physics: cpu (one PhysX CPU scene per env, vectorised in-process), gpu "
+                          "(PhysX GPU, one scene batch of num_envs; needs CUDA) or auto (gpu when CUDA is present).",
+                          choices=["auto", "cpu", "gpu"])
 
 
 @dataclass
