@@ -43,12 +43,18 @@ EVAL_SEED_OFFSET = 1_000_000  # evaluation envs never share seeds with training 
 EVAL_MAX_STEPS = 100_000      # guard against tasks without a time limit
 
 
+def is_async(cfg: RLinfConfig) -> bool:
+    return cfg.runner.schedule == "async" or (cfg.runner.schedule == "auto" and cfg.algorithm.max_staleness > 0)
+
+
 def validate(cfg: RLinfConfig, placement: Placement) -> None:
     """Reject what embodied PPO cannot run, naming the key, before any worker starts."""
     check_env(cfg.env)
-    if cfg.runner.schedule == "async" or (cfg.runner.schedule == "auto" and cfg.algorithm.max_staleness > 0):
-        raise InputError("embodied PPO runs the sync schedule only (it reuses the rollout's log-probs as the "
-                         "old policy)", key="runner.schedule")
+    if is_async(cfg) and cfg.runner.save_interval:
+        # The producer steps the training envs while the loop would capture their state.
+        raise InputError("embodied checkpoints need the sync schedule (the async producer steps the envs while a "
+                         "checkpoint would capture them); set runner.save_interval=0 or runner.schedule=sync",
+                         key="runner.save_interval")
     if cfg.critic.enabled:
         raise InputError("embodied PPO uses the actor-critic's value head; set critic.enabled=false",
                          key="critic.enabled")
@@ -189,6 +195,7 @@ class EmbodiedWorkflow(WeightSyncMixin):
             "env/reward_mean": float(batch["rewards"].mean()),
             "env/episodes": float(len(episodes["returns"])),
             "staleness/max": float(self.version - 1 - rollout["min_version"]),
+            "staleness/channel": float(rollout.get("channel_staleness", 0)),
             "time/rollout_s": rollout["time"],
             "time/update_s": time.time() - t0,
             "weights/version": self.version,

@@ -80,6 +80,7 @@ class EmbodiedActorWorker(Worker):
                 "logprobs": data["logprobs"].reshape(-1), "values": data["values"].reshape(-1),
                 "adv": adv.reshape(-1), "ret": ret.reshape(-1)}
         size = n * T
+        is_metrics = self._proximal(flat) if self.decoupled else {}
         mb = self.cfg.global_batch_size // self.world_size if self.cfg.global_batch_size else size
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
@@ -95,6 +96,7 @@ class EmbodiedActorWorker(Worker):
                 steps += 1
         self.version += 1
         out = {k: v / max(steps, 1) for k, v in sums.items()}
+        out.update(is_metrics)
         var_ret = float(flat["ret"].var())
         out.update({"actor/lr": self.optimizer.param_groups[0]["lr"],
                     "actor/optimizer_steps": float(steps),
@@ -103,6 +105,27 @@ class EmbodiedActorWorker(Worker):
                     "critic/returns_mean": float(flat["ret"].mean()),
                     "actor/update_time_s": time.time() - t0})
         return _group_mean(out, self.device)
+
+    @property
+    def decoupled(self) -> bool:
+        """Decoupled PPO when a batch may come from older weights (max_staleness > 0) or TIS is asked for."""
+        return self.algo.max_staleness > 0 or self.algo.off_policy_correction == "tis"
+
+    @torch.no_grad()
+    def _proximal(self, flat: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        """Decoupled PPO (as the reasoning actor): the PPO "old" policy becomes the proximal one, this
+        actor's weights before the update, recomputed here, instead of the (possibly stale) behaviour
+        policy that sampled the actions. With `tis` each sample is also weighted by
+        w = min(pi_prox / pi_behaviour, tis_cap). GAE and the value clip keep the rollout's values."""
+        self.model.eval()
+        proximal = self.model.evaluate(flat["obs"], flat["actions"])[0].float()
+        ratio = torch.exp(proximal - flat["logprobs"])
+        flat["logprobs"] = proximal
+        if self.algo.off_policy_correction == "tis":
+            flat["is_weights"] = ratio.clamp(max=self.algo.tis_cap)
+        return {"offpolicy/is_ratio_mean": float(ratio.mean()), "offpolicy/is_ratio_max": float(ratio.max()),
+                "offpolicy/is_ratio_min": float(ratio.min()),
+                "offpolicy/is_clipped_frac": float((ratio > self.algo.tis_cap).float().mean())}
 
     def _minibatch_step(self, mb: Dict[str, torch.Tensor]) -> Dict[str, float]:
         algo = self.algo
@@ -113,7 +136,7 @@ class EmbodiedActorWorker(Worker):
         ones = torch.ones_like(logp)
         pg, pg_metrics = compute_policy_loss(algo.policy_loss, logp, mb["logprobs"], adv, ones,
                                              clip_low=algo.clip_ratio_low, clip_high=algo.clip_ratio_high,
-                                             dual_clip=algo.dual_clip)
+                                             dual_clip=algo.dual_clip, is_weights=mb.get("is_weights"))
         vloss, v_metrics = value_loss(values, mb["values"], mb["ret"], ones, clip=algo.value_clip)
         ent = entropy.mean()
         loss = pg - algo.entropy_coef * ent + algo.value_coef * vloss
