@@ -130,14 +130,19 @@ class RolloutConfig:
     top_k: int = _f(0, "Top-k sampling (0: off).", min=0)
     max_new_tokens: int = _f(16, "Tokens generated per sample at most.", min=1)
     stop: List[str] = _f(help="Stop strings.", factory=list)
+    vllm_kv_cache_gib: int = _f(1, "engine=vllm on CPU: KV-cache memory per rollout rank in GiB "
+                                "(VLLM_CPU_KVCACHE_SPACE).", min=1)
+    vllm_gpu_memory_utilization: float = _f(0.5, "engine=vllm on GPU: fraction of GPU memory vLLM may take "
+                                            "(leave room for a colocated actor).", min=0.05, max=1.0)
+    vllm_max_num_seqs: int = _f(256, "engine=vllm: sequences the engine batches at once.", min=1)
 
 
 @dataclass
 class ReshardConfig:
     transport: str = _f("auto", "How weights reach the rollout: engine (planned reshard: shared memory when "
-                        "colocated, bucketed sends when disaggregated), object_store (gather + Ray object "
-                        "store), or auto (engine under the sync schedule; object_store under async, whose "
-                        "rollouts load between requests).", choices=["auto", "engine", "object_store"])
+                        "colocated, bucketed sends when disaggregated; under the async schedule staged, the "
+                        "rollout switches versions between requests), object_store (gather + Ray object store; "
+                        "fallback), or auto (= engine).", choices=["auto", "engine", "object_store"])
     bucket_mb: float = _f(64.0, "Disaggregated weight sync: bytes per point-to-point message (MiB); a source packs "
                           "its slices for one target into buckets of this size.", min=0.001)
     pipeline_depth: int = _f(2, "Buckets in flight per peer (2: bucket i+1 travels while bucket i is applied).", min=1)

@@ -8,6 +8,7 @@ over the actor's dp ranks) to the generation layout (rollout replicas, full or t
     #   actor rank:   source.send({name: param}, version)      rollout rank: target.recv(version)
 """
 
+from rlinf.reshard.bind import bind_module, module_tensors
 from rlinf.reshard.control import wait_all
 from rlinf.reshard.plan import (
     ReshardPlan,
@@ -21,5 +22,5 @@ from rlinf.reshard.plan import (
 )
 from rlinf.reshard.transport import ReshardSource, ReshardTarget
 
-__all__ = ["ReshardPlan", "ReshardSource", "ReshardTarget", "SourceLayout", "Split", "TargetLayout", "Transfer",
+__all__ = ["bind_module", "module_tensors", "ReshardPlan", "ReshardSource", "ReshardTarget", "SourceLayout", "Split", "TargetLayout", "Transfer",
            "make_plan", "plan_for_module", "vllm_tp_split", "wait_all"]

@@ -21,6 +21,20 @@ those views is updated in place. Per (source, target) pair the transfer is one o
   itself). Each rank keeps `depth` buckets per peer in flight, so bucket i+1 travels while bucket i
   is unpacked.
 
+Staged targets (`staged=True`, for rollouts that keep generating while the actor publishes, i.e.
+the async schedule): a request must never see weights change under it, yet the publish happens
+while the rollout is busy. So the delivery and the switch are split. The arena described above
+becomes a *staging* arena that the sources write (directly, colocated) or that a receiver thread of
+the target process fills (bucketed) at publish time, concurrently with generation; the model is
+bound to a second, private *live* arena that only `apply()` writes: it runs as an ordinary call of
+the rollout worker, so between two requests (Ray runs a worker's calls one at a time, in order), and
+copies staging -> live. Chosen over double buffering with a pointer swap because a swap lets the
+source overwrite the buffer the rollout still generates from whenever the actor publishes twice
+before the rollout switches (staleness >= 2); the copy costs one memcpy of the replica's bytes in
+the rollout, between requests. Publish and apply of one target must not overlap (the source would
+write the staging arena during the copy): `rlinf.runners.weight_sync.WeightSync` serialises them
+with one lock, and `apply(version)` first waits until the receiver has the whole of `version`.
+
 Deadlock freedom: every rank posts its operations in one global order, (round k, source, target),
 and waits on them oldest first. The globally earliest unfinished operation has then been posted by
 both its sender and its receiver, so it completes; by induction all do (gloo and NCCL point-to-point
@@ -31,6 +45,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import uuid
 from collections import deque
 from datetime import timedelta
@@ -129,9 +144,9 @@ class _Link:
     def irecv(self, t: torch.Tensor, peer: int, tag: int):
         return self.pg.recv([t], self.peer_offset + peer, tag)
 
-    def wait(self, work, what: str) -> None:
+    def wait(self, work, what: str, timeout: Optional[timedelta] = None) -> None:
         try:
-            work.wait(self.timeout)
+            work.wait(timeout or self.timeout)
         except RuntimeError as e:
             raise RuntimeError(f"reshard {what} with {self.peer_group} failed: {e}") from e
 
@@ -250,7 +265,8 @@ class ReshardTarget:
     `replica * tp_size + tp_rank` (default: the worker's rank)."""
 
     def __init__(self, plan: ReshardPlan, worker: Worker, peer_group: str, colocated: bool = False,
-                 bucket_mb: float = 64.0, depth: int = 2, timeout_s: float = 300.0, rank: Optional[int] = None):
+                 bucket_mb: float = 64.0, depth: int = 2, timeout_s: float = 300.0, rank: Optional[int] = None,
+                 staged: bool = False):
         self._path: Optional[str] = None
         self.plan, self.rank = plan, worker.rank if rank is None else rank
         self.link = _Link(worker, peer_group, timeout_s)
@@ -275,8 +291,58 @@ class ReshardTarget:
 
                 self._handle = {"kind": "cuda_ipc", "uuid": str(torch.cuda.get_device_properties(worker.device).uuid),
                                 "ipc": reduce_tensor(self.arena), "nbytes": nbytes}
-        self.tensors: Dict[str, torch.Tensor] = _views(self.arena, plan, self.rank)
+        # What recv() writes; the model's weights (`tensors`) are the same views unless staged.
+        self._incoming: Dict[str, torch.Tensor] = _views(self.arena, plan, self.rank)
+        self.tensors: Dict[str, torch.Tensor] = self._incoming
         self._schedules: Dict[frozenset, list] = {}
+        self.staged = staged
+        if staged:
+            self.live = torch.zeros(nbytes, dtype=torch.uint8, device=worker.device)
+            self.tensors = _views(self.live, plan, self.rank)
+            self.staged_version = -1
+            self._error: Optional[BaseException] = None
+            self._arrived = threading.Condition()
+            self._receiver = threading.Thread(target=self._receive_loop, name=f"reshard-recv-{self.rank}", daemon=True)
+            self._receiver.start()
+
+    def _receive_loop(self) -> None:
+        """Staged mode: receive every sync into the staging arena as it comes (idle waits are unbounded;
+        once a header arrives the usual per-message timeout applies)."""
+        try:
+            while not self._closed():
+                version = self.recv(header_timeout=timedelta(days=365))
+                with self._arrived:
+                    self.staged_version = version
+                    self._arrived.notify_all()
+        except BaseException as e:  # reported by the next apply()
+            with self._arrived:
+                self._error = e
+                self._arrived.notify_all()
+
+    def _closed(self) -> bool:
+        return getattr(self, "_is_closed", False)
+
+    @torch.no_grad()
+    def apply(self, version: int, timeout_s: Optional[float] = None) -> int:
+        """Staged mode: make the weights the model reads (`tensors`) those of `version`, one copy
+        staging -> live. Call between requests; waits for the receiver to have all of `version`."""
+        if not self.staged:
+            raise RuntimeError("apply() is for staged targets; call recv()")
+        timeout = self.link.timeout.total_seconds() if timeout_s is None else timeout_s
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: self.staged_version >= version or self._error is not None, timeout):
+                raise TimeoutError(f"reshard target rank {self.rank}: version {version} not received in {timeout} s "
+                                   f"(have {self.staged_version})")
+            if self._error is not None:
+                raise RuntimeError(f"reshard target rank {self.rank}: receiver failed: {self._error}") from self._error
+            if self.staged_version != version:
+                raise RuntimeError(f"reshard target rank {self.rank}: staging holds version {self.staged_version}, "
+                                   f"expected {version} (publish and apply overlapped)")
+            self.live.copy_(self.arena)
+        if self.live.device.type == "cuda":
+            torch.cuda.synchronize(self.live.device)
+        self.version = version
+        return version
 
     def handle(self) -> Optional[dict]:
         """What a colocated source needs to write into this arena (None: bucketed transfers only)."""
@@ -284,7 +350,7 @@ class ReshardTarget:
 
     @torch.no_grad()
     def recv(self, version: Optional[int] = None,
-             on_bucket: Optional[Callable[[int, int], None]] = None) -> int:
+             on_bucket: Optional[Callable[[int, int], None]] = None, header_timeout: Optional[timedelta] = None) -> int:
         """Receive one sync from every source that holds part of this rank's slice; returns the version.
 
         `version` (optional) is checked against what the sources sent; `on_bucket(src, k)` is called
@@ -293,7 +359,7 @@ class ReshardTarget:
         headers = {src: torch.zeros(_HEADER, dtype=torch.int64, device=link.device) for src in self.sources}
         works = [(src, link.irecv(h, src, 0)) for src, h in headers.items()]
         for src, work in works:
-            link.wait(work, f"header to target rank {self.rank} from source rank {src}")
+            link.wait(work, f"header to target rank {self.rank} from source rank {src}", header_timeout)
         got = {src: [int(x) for x in h.cpu()] for src, h in headers.items()}
         versions = {v for v, _, _ in got.values()}
         if any(fp != self.fingerprint for _, fp, _ in got.values()):
@@ -314,13 +380,15 @@ class ReshardTarget:
         window.drain()
         if link.device.type == "cuda":
             torch.cuda.synchronize(link.device)
-        self.version = versions.pop() if versions else (version or self.version + 1)
-        return self.version
+        received = versions.pop() if versions else (version or self.version + 1)
+        if not self.staged:  # staged: the model's version changes in apply()
+            self.version = received
+        return received
 
     def _zero_copy(self, bucket: List[Transfer]) -> Optional[torch.Tensor]:
         """The weights' own bytes to receive into (a lone piece contiguous in the target), else None."""
         if len(bucket) == 1:
-            region = self.tensors[bucket[0].name][bucket[0].dst_index()]
+            region = self._incoming[bucket[0].name][bucket[0].dst_index()]
             if region.is_contiguous():
                 return _bytes(region)
         return None
@@ -332,12 +400,13 @@ class ReshardTarget:
             offsets, _ = _wire_layout(bucket)
             for off, tr in zip(offsets, bucket):
                 piece = buf[off:off + tr.nbytes].view(self.plan.params[tr.name].dtype).view(tr.shape)
-                self.tensors[tr.name][tr.dst_index()].copy_(piece)
+                self._incoming[tr.name][tr.dst_index()].copy_(piece)
         if on_bucket is not None:
             on_bucket(src, k)
 
     def close(self) -> None:
         """Remove the shared-memory file (mappings stay valid until the processes drop them)."""
+        self._is_closed = True
         if self._path is not None and os.path.exists(self._path):
             os.unlink(self._path)
         self._path = None

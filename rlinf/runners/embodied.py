@@ -8,8 +8,14 @@ schedule call: `sync_weights`, `collect(step)`, `train(batch)`, `evaluate()`.
 One training step: the rollout picks actions for every env, the envs step, for T =
 `env.rollout_steps` steps (the envs keep their state between training steps); the actor then runs
 `algorithm.update_epochs` PPO epochs over the N x T batch (N = all envs) in minibatches of
-`actor.global_batch_size`, and its weights go to the rollout (numpy state dict through Ray's object
-store) before the next collection.
+`actor.global_batch_size`, and its weights go to the rollout through the resharding engine
+(rlinf.reshard; `reshard.transport: object_store` sends a numpy state dict through Ray's object
+store instead) before the next collection.
+
+Async (`runner.schedule: async`, bound `algorithm.max_staleness`): `collect` runs on the schedule's
+producer thread while `train` runs, so a batch may come from older weights; the actor then runs
+decoupled PPO (proximal log-probs recomputed, truncated IS with `off_policy_correction: tis`) and the
+engine stages weights so a rollout switches versions only between `act` calls.
 
 Pipelining (`rollout.pipeline_stages` = k, hybrid placement): every env rank's envs are split into k
 stages that are stepped in turn, each stage an independent lane alternating `rollout.act` and
@@ -108,6 +114,9 @@ class EmbodiedWorkflow(WeightSyncMixin):
         self.groups.append(self.rollout)
         self.weights = WeightSync(self.actor, self.rollout, self.phase)
         n_params = self.actor.call("setup").wait()[0]
+        if cfg.reshard.transport != "object_store":  # auto and engine: the resharding engine
+            self.weights.use_engine(cfg.reshard, colocated=self.placement.shares_devices("actor", "rollout"),
+                                    staged=is_async(cfg))
         logger.info("actor: %s parameters on %d rank(s); %d env rank(s) x %d envs; placement %s", f"{n_params:,}",
                     self.actor.size, self.env.size, cfg.env.num_envs, self.placement.mode)
 

@@ -36,6 +36,13 @@ def _validate_names(cfg: RLinfConfig) -> None:
     if cfg.algorithm.adv_estimator == "gae" and not cfg.critic.enabled:
         raise InputError("'gae' needs a critic: set critic.enabled=true (or use grpo, rloo, ...)",
                          key="algorithm.adv_estimator")
+    if cfg.rollout.engine == "vllm":
+        from rlinf.workers.rollout.vllm_worker import validate_vllm
+
+        validate_vllm(cfg.actor.model)
+    elif cfg.rollout.engine != "transformers":
+        raise InputError(f"engine '{cfg.rollout.engine}' generates for simulators, not text (use transformers "
+                         "or vllm)", key="rollout.engine")
 
 
 class ReasoningWorkflow(WeightSyncMixin):
@@ -53,9 +60,6 @@ class ReasoningWorkflow(WeightSyncMixin):
         self.groups: List[WorkerGroup] = []
         self.async_schedule = cfg.runner.schedule == "async" or (cfg.runner.schedule == "auto" and
                                                                  cfg.algorithm.max_staleness > 0)
-        if self.async_schedule and cfg.reshard.transport == "engine":
-            raise InputError("the resharding engine writes rollout weights in place, which the async schedule "
-                             "cannot allow mid-generation; use object_store or auto", key="reshard.transport")
 
     def start(self, cluster: Cluster) -> None:
         cfg, tok, devices = self.cfg, self.tokenizer, self.placement.devices
@@ -66,7 +70,10 @@ class ReasoningWorkflow(WeightSyncMixin):
         self.actor = WorkerGroup(cluster, actor_cls, "actor", devices["actor"],
                                  args=(cfg.actor, cfg.algorithm, vocab, cfg.runner.seed, cfg.rollout.temperature))
         self.groups.append(self.actor)
-        self.rollout = WorkerGroup(cluster, RolloutWorker, "rollout", devices["rollout"],
+        rollout_cls = RolloutWorker
+        if cfg.rollout.engine == "vllm":
+            from rlinf.workers.rollout.vllm_worker import VLLMRolloutWorker as rollout_cls
+        self.rollout = WorkerGroup(cluster, rollout_cls, "rollout", devices["rollout"],
                                    args=(cfg.rollout, cfg.actor.model, vocab, tok.eos_token_id, tok.pad_token_id,
                                          cfg.runner.seed), init_dist=False)
         self.groups.append(self.rollout)
@@ -83,11 +90,9 @@ class ReasoningWorkflow(WeightSyncMixin):
         n_params = self.actor.call("setup").wait()[0]
         if self.critic is not None:
             critic_setup.wait()
-        transport = cfg.reshard.transport
-        if transport == "auto":
-            transport = "object_store" if self.async_schedule else "engine"
-        if transport == "engine":
-            self.weights.use_engine(cfg.reshard, colocated=self.placement.shares_devices("actor", "rollout"))
+        if cfg.reshard.transport != "object_store":  # auto and engine: the resharding engine
+            self.weights.use_engine(cfg.reshard, colocated=self.placement.shares_devices("actor", "rollout"),
+                                    staged=self.async_schedule)
         logger.info("actor: %s parameters on %d rank(s); placement %s", f"{n_params:,}", self.actor.size,
                     self.placement.mode)
 

@@ -8,9 +8,15 @@
 Under the sync schedule both happen back to back before each rollout; under the async schedule the
 producer thread only ever loads, so it never queues behind the next update on the actor ranks.
 
-With the resharding engine (`use_engine`), publishing only records the version and `load` runs the
-planned transfer (actor ranks send, rollout ranks receive, both at once); it writes the rollout's
-weights in place, so it is only used where the rollout is idle during a sync (the sync schedule).
+With the resharding engine (`use_engine`), the transfer is planned (rlinf.reshard):
+- direct (sync schedule, the rollout is idle during a sync): publishing only records the version and
+  `load` runs the transfer (actor ranks send, rollout ranks receive, both at once) straight into the
+  weights the rollout generates from.
+- staged (async schedule, the rollout generates while the actor publishes): `publish` runs the
+  transfer into each rollout rank's staging arena (the actor is idle; the rollout keeps generating)
+  and `load` switches the rollout to it between requests (`apply_weights`: one copy staging -> live),
+  so no request ever sees two versions. One lock orders publish and load, so a publish never
+  writes a staging arena while a load copies it.
 """
 
 import threading
@@ -26,26 +32,31 @@ class WeightSync:
         self.synced_version = -1
         self._refs: Optional[List] = None
         self._lock = threading.Lock()
-        self.engine = False
+        self.engine: Optional[str] = None  # None (object store), "direct" or "staged"
 
-    def use_engine(self, cfg, colocated: bool) -> None:
-        """Set up the resharding engine between the groups (plans are computed once, here)."""
+    def use_engine(self, cfg, colocated: bool, staged: bool = False) -> None:
+        """Set up the resharding engine between the groups (plans are computed once, here); `staged`
+        for rollouts that generate while the actor publishes (async schedule)."""
         from rlinf.reshard import wait_all
 
         self.actor.link(self.rollout)
-        handles = self.rollout.call("setup_reshard", self.actor.name, self.actor.size, colocated, cfg).wait()
+        extra = {"staged": True} if staged else {}
+        handles = self.rollout.call("setup_reshard", self.actor.name, self.actor.size, colocated, cfg, **extra).wait()
         wait_all([self.actor.call("setup_reshard", self.rollout.name, self.rollout.size, cfg, handles)])
-        self.engine = True
+        self.engine = "staged" if staged else "direct"
 
     def publish(self, version: int) -> None:
         with self._lock:
             if self.published_version == version:
                 return
-            if self.engine:
+            if self.engine == "direct":
                 self.published_version = version
                 return
             with self.phase("publish_weights"):
-                self._refs = [r for per_rank in self.actor.call("export_weights").wait() for r in per_rank]
+                if self.engine == "staged":
+                    self.actor.call("send_weights", version).wait()
+                else:
+                    self._refs = [r for per_rank in self.actor.call("export_weights").wait() for r in per_rank]
             self.published_version = version
 
     def load(self) -> None:
@@ -54,7 +65,9 @@ class WeightSync:
             if version < 0 or self.synced_version == version:
                 return
             with self.phase("load_weights"):
-                if self.engine:
+                if self.engine == "staged":
+                    versions = self.rollout.call("apply_weights", version).wait()
+                elif self.engine == "direct":
                     from rlinf.reshard import wait_all
 
                     _, versions = wait_all([self.actor.call("send_weights", version),

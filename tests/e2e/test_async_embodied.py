@@ -59,6 +59,9 @@ def test_async_staleness_one_bounded_and_nothing_lost(cluster, tmp_path):
     assert sum(schedule["staleness_histogram"].values()) == 5  # every consumed batch counted once
     assert all(int(k) <= 1 for k in schedule["staleness_histogram"])
     assert summary["eval"]["final"]["num_episodes"] == 2
+    # weights went through the engine, staged: sent at publish, switched between act calls
+    trace = json.loads((tmp_path / "a1" / "timeline.json").read_text())["traceEvents"]
+    assert {"send_weights", "apply_weights"} <= {e["name"] for e in trace if e["ph"] == "X"}
 
 
 def test_async_with_checkpoints_is_rejected(tmp_path):

@@ -46,7 +46,7 @@ def test_tiny_disaggregated_run_writes_complete_run_directory(cluster, tmp_path)
     assert yaml.safe_load((out / "config.yaml").read_text())["env"]["id"] == "CartPole-v1"
     trace = json.loads((out / "timeline.json").read_text())["traceEvents"]
     assert {"controller", "actor", "rollout", "env"} <= {e["args"]["name"] for e in trace if e["ph"] == "M"}
-    assert {"update", "act", "step", "export_weights", "load_weights", "eval_step", "collect"} <= {
+    assert {"update", "act", "step", "send_weights", "recv_weights", "eval_step", "collect"} <= {
         e["name"] for e in trace if e["ph"] == "X"}
 
 

@@ -211,6 +211,27 @@ class EmbodiedActorWorker(Worker):
         return {"kind": "mlp", "obs_dim": m.obs_dim, "action_dim": m.action_dim, "discrete": m.discrete,
                 "hidden_size": self.cfg.model.hidden_size, "num_layers": self.cfg.model.num_layers}
 
+    def setup_reshard(self, peer_group: str, num_replicas: int, cfg, handles: List) -> None:
+        """Resharding source for `num_replicas` rollout replicas. The replicas here are identical, so the
+        plan's source is one full copy (`SourceLayout(1)`) and rank 0 sends it; other ranks send nothing."""
+        from rlinf.reshard import ReshardSource, SourceLayout, TargetLayout, make_plan, module_tensors
+
+        self.reshard = None
+        if self.rank == 0:
+            tensors = module_tensors(self.model)
+            plan = make_plan(((n, t.shape, t.dtype) for n, t in tensors.items()), SourceLayout(1),
+                             TargetLayout(num_replicas, 1))
+            self.reshard = ReshardSource(plan, self, peer_group, cfg.bucket_mb, cfg.pipeline_depth, cfg.timeout_s,
+                                         rank=0)
+            self.reshard.attach(handles)
+
+    def send_weights(self, version: int) -> int:
+        if self.reshard is None:
+            return version
+        from rlinf.reshard import module_tensors
+
+        return self.reshard.send(module_tensors(self.model), version)
+
     def export_weights(self) -> List:
         """Rank 0 returns [ObjectRef of {name: ndarray}] (replicas are identical); other ranks []."""
         if self.rank != 0:

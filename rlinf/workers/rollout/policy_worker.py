@@ -36,6 +36,27 @@ class PolicyRolloutWorker(Worker):
         self.version = version
         return version
 
+    def setup_reshard(self, peer_group: str, dp_size: int, colocated: bool, cfg, staged: bool = False) -> dict:
+        """Become a resharding target (one full replica; the actor's replicas are identical, so the plan's
+        source is one full copy): the model reads its weights from the engine's views from now on.
+        `staged`: syncs land in a staging arena and `apply_weights` switches between requests (async)."""
+        from rlinf.reshard import ReshardTarget, SourceLayout, TargetLayout, bind_module, make_plan, module_tensors
+
+        plan = make_plan(((n, t.shape, t.dtype) for n, t in module_tensors(self.model).items()), SourceLayout(1),
+                         TargetLayout(self.world_size, 1))
+        self.reshard = ReshardTarget(plan, self, peer_group, colocated, cfg.bucket_mb, cfg.pipeline_depth,
+                                     cfg.timeout_s, staged=staged)
+        bind_module(self.model, self.reshard.tensors)
+        return self.reshard.handle()
+
+    def recv_weights(self, version: int) -> int:
+        self.version = self.reshard.recv(version)
+        return self.version
+
+    def apply_weights(self, version: int) -> int:
+        self.version = self.reshard.apply(version)
+        return self.version
+
     @torch.no_grad()
     def act(self, batch: Dict[str, Optional[np.ndarray]], greedy: bool = False) -> Dict[str, object]:
         """Actions for `batch["obs"]` [n, *obs_shape].

@@ -39,22 +39,24 @@ class RolloutWorker(Worker):
         self.version = version
         return version
 
-    def setup_reshard(self, peer_group: str, dp_size: int, colocated: bool, cfg) -> dict:
+    def setup_reshard(self, peer_group: str, dp_size: int, colocated: bool, cfg, staged: bool = False) -> dict:
         """Become a resharding target (full replica, tp 1): the model's parameters are rebound to the
-        engine's receive buffer, so every later sync updates them in place."""
-        from rlinf.reshard import ReshardTarget, SourceLayout, TargetLayout, plan_for_module
+        engine's views, so every later sync updates them in place. `staged` (async schedule): syncs land
+        in a staging arena while generation goes on; `apply_weights` switches between requests."""
+        from rlinf.reshard import ReshardTarget, SourceLayout, TargetLayout, bind_module, plan_for_module
 
         plan = plan_for_module(self.model, SourceLayout(dp_size), TargetLayout(self.world_size, 1))
         self.reshard = ReshardTarget(plan, self, peer_group, colocated, cfg.bucket_mb, cfg.pipeline_depth,
-                                     cfg.timeout_s)
-        for name, buffer in self.reshard.tensors.items():
-            param = self.model.get_parameter(name)
-            buffer.copy_(param.detach())
-            param.data = buffer
+                                     cfg.timeout_s, staged=staged)
+        bind_module(self.model, self.reshard.tensors)
         return self.reshard.handle()
 
     def recv_weights(self, version: int) -> int:
         self.version = self.reshard.recv(version)
+        return self.version
+
+    def apply_weights(self, version: int) -> int:
+        self.version = self.reshard.apply(version)
         return self.version
 
     def generate(self, prompts: Sequence[Sequence[int]], greedy: bool = False,
