@@ -169,6 +169,9 @@ class EnvConfig:
     sim_backend: str = _f("auto", "ManiSkill physics: cpu (one PhysX CPU scene per env, vectorised in-process), gpu "
                           "(PhysX GPU, one scene batch of num_envs; needs CUDA) or auto (gpu when CUDA is present).",
                           choices=["auto", "cpu", "gpu"])
+    ignore_terminations: bool = _f(False, "ManiSkill: episodes run to the time limit even after the task succeeds or "
+                                   "fails (no early termination, as in ManiSkill's PPO without partial resets); "
+                                   "an episode then counts as a success if it succeeded at any step.")
 
 
 @dataclass

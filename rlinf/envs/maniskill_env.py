@@ -15,7 +15,8 @@ proprioception and the task's non-privileged extras, flattened), "instruction": 
 
 Episodes end when the task reports success (ManiSkill terminates on `success | fail`) or at the time
 limit (`env.max_episode_steps`, else the task's registered one); `info["success"]` is ManiSkill's
-`success` at the last step.
+`success` at the last step. With `env.ignore_terminations` episodes always run to the time limit and
+`info["success"]` says whether the task succeeded at any step of the episode.
 
 Assets: tasks whose assets are not installed (YCB objects, PartNet-Mobility, scene datasets) are
 refused with an InputError before anything is built. ManiSkill's own fallback would ask on stdin or,
@@ -23,6 +24,7 @@ with MS_SKIP_ASSET_DOWNLOAD_PROMPT=1, download them; rlinf never downloads at ru
 """
 
 import difflib
+import gc
 import logging
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -115,6 +117,7 @@ class ManiSkillVectorEnv:
         if num_envs < 1:
             raise InputError(f"need at least one environment, got {num_envs}", key="env.num_envs")
         self.env_id, self.num_envs, self.obs_mode = cfg.id, num_envs, cfg.obs_mode
+        self.ignore_terminations = cfg.ignore_terminations
         self.gpu = _use_gpu(cfg.sim_backend)
         size = {"width": cfg.image_size, "height": cfg.image_size}
         kwargs: Dict[str, Any] = dict(obs_mode=cfg.obs_mode, render_mode="rgb_array", sensor_configs=size,
@@ -140,6 +143,7 @@ class ManiSkillVectorEnv:
                              key="env.control_mode")
         self._returns = np.zeros(num_envs, dtype=np.float64)
         self._lengths = np.zeros(num_envs, dtype=np.int64)
+        self._succeeded = np.zeros(num_envs, dtype=bool)  # success at any step of the running episode
 
     # ---- construction --------------------------------------------------------------------------
     def _single(self, kwargs: Dict[str, Any]):
@@ -153,7 +157,7 @@ class ManiSkillVectorEnv:
                        enhanced_determinism=True, **kwargs)
         if self.obs_mode == "rgb":
             env = FlattenRGBDObservationWrapper(env, rgb=True, depth=False, state=True)
-        return CPUGymWrapper(env)
+        return CPUGymWrapper(env, ignore_terminations=self.ignore_terminations)
 
     def _build_cpu(self, kwargs: Dict[str, Any]) -> None:
         from gymnasium.vector import AutoresetMode, SyncVectorEnv
@@ -170,7 +174,8 @@ class ManiSkillVectorEnv:
         env = gym.make(self.env_id, num_envs=self.num_envs, sim_backend="physx_cuda", render_backend="gpu", **kwargs)
         if self.obs_mode == "rgb":
             env = FlattenRGBDObservationWrapper(env, rgb=True, depth=False, state=True)
-        self.envs = MSVectorEnv(env, auto_reset=True, ignore_terminations=False, record_metrics=False)
+        self.envs = MSVectorEnv(env, auto_reset=True, ignore_terminations=self.ignore_terminations,
+                                record_metrics=False)
         self._set_spaces(self.envs.single_observation_space, self.envs.single_action_space)
 
     def _set_spaces(self, raw_space, action_space) -> None:
@@ -214,6 +219,7 @@ class ManiSkillVectorEnv:
             raw, _ = self.envs.reset(seed=seed)
         self._returns[:] = 0.0
         self._lengths[:] = 0
+        self._succeeded[:] = False
         return self._obs(raw)
 
     def step(self, actions: np.ndarray) -> Tuple[Any, np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
@@ -233,7 +239,8 @@ class ManiSkillVectorEnv:
         self._returns += rewards
         self._lengths += 1
         final_obs = _zeros_like(obs)
-        success = np.zeros(self.num_envs, dtype=bool)
+        # this step's success: in `info` for running envs, in `final_info` for envs that just reset
+        step_success = _flag(raw, "success", self.num_envs)
         if done.any():
             final_key = "final_observation" if self.gpu else "final_obs"
             if self.gpu:
@@ -242,13 +249,14 @@ class ManiSkillVectorEnv:
             else:
                 for i in np.flatnonzero(done):
                     final_obs = _set_row(final_obs, i, self._obs(_batch1(raw[final_key][i])))
-            final = raw.get("final_info", {})
-            if "success" in final:
-                success = _numpy(final["success"]).astype(bool).reshape(self.num_envs) & done
+            step_success = np.where(done, _flag(raw.get("final_info", {}), "success", self.num_envs), step_success)
+        self._succeeded |= step_success
+        success = done & (self._succeeded if self.ignore_terminations else step_success)
         info = {"done": done, "final_obs": final_obs, "episode_return": np.where(done, self._returns, 0.0),
                 "episode_length": np.where(done, self._lengths, 0), "success": success, "has_success": True}
         self._returns[done] = 0.0
         self._lengths[done] = 0
+        self._succeeded[done] = False
         return obs, rewards, terminated, truncated, info
 
     def render(self) -> np.ndarray:
@@ -272,7 +280,8 @@ class ManiSkillVectorEnv:
         """
         return {"env_id": self.env_id, "num_envs": self.num_envs, "gpu": self.gpu,
                 "scenes": [_scene_state(b) for b in self._bases()],
-                "returns": self._returns.tolist(), "lengths": self._lengths.tolist(), "complete": False}
+                "returns": self._returns.tolist(), "lengths": self._lengths.tolist(),
+                "succeeded": self._succeeded.tolist(), "complete": False}
 
     def set_state(self, state: Dict[str, Any]) -> None:
         """Restore what `get_state` captured (same task, number of envs and backend)."""
@@ -283,9 +292,16 @@ class ManiSkillVectorEnv:
             _restore_scene(base, scene)
         self._returns[:] = state["returns"]
         self._lengths[:] = state["lengths"]
+        self._succeeded[:] = state["succeeded"]
 
     def close(self) -> None:
-        self.envs.close()
+        # ManiSkill's close runs gc.collect() once per scene (seconds for dozens of CPU scenes in a big
+        # process); with the live objects frozen each collection only scans what closing released
+        gc.freeze()
+        try:
+            self.envs.close()
+        finally:
+            gc.unfreeze()
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -293,6 +309,13 @@ def _numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def _flag(info: Dict[str, Any], key: str, n: int) -> np.ndarray:
+    """Boolean [n] entry `key` of a batched info dict (False where absent)."""
+    if key not in info:
+        return np.zeros(n, dtype=bool)
+    return _numpy(info[key]).astype(bool).reshape(n)
 
 
 def _batch1(single: Any) -> Any:

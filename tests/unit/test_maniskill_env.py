@@ -104,6 +104,23 @@ def test_success_terminates_and_is_reported():
         env.close()
 
 
+def test_ignore_terminations_counts_success_at_any_step():
+    env = _env(2, max_episode_steps=3, ignore_terminations=True)
+    try:
+        env.reset(seed=0)
+        state = env.get_state()
+        sim = state["scenes"][1]["sim"]["actors"]
+        sim["cube"]["data"][0][0:2] = sim["goal_region"]["data"][0][0:2]  # env 1 starts solved
+        env.set_state(state)
+        for t in range(3):
+            _, _, term, trunc, info = env.step(np.zeros((2, 8)))
+            assert not term.any()  # success does not end the episode
+        assert trunc.all() and info["success"].tolist() == [False, True]
+        assert info["episode_length"].tolist() == [3, 3]
+    finally:
+        env.close()
+
+
 def test_set_state_reproduces_observations():
     src, dst = _env(2), _env(2)
     try:
