@@ -136,12 +136,6 @@ class RolloutConfig:
                                             "(leave room for a colocated actor).", min=0.05, max=1.0)
     vllm_max_num_seqs: int = _f(256, "engine=vllm: sequences the engine batches at once.", min=1)
 
-    vllm_kv_cache_gib: int = _f(1, "engine=vllm on CPU: KV-cache memory per rollout rank in GiB "
-                                "(VLLM_CPU_KVCACHE_SPACE).", min=1)
-    vllm_gpu_memory_utilization: float = _f(0.5, "engine=vllm on GPU: fraction of GPU memory vLLM may take "
-                                            "(leave room for a colocated actor).", min=0.05, max=1.0)
-    vllm_max_num_seqs: int = _f(256, "engine=vllm: sequences the engine batches at once.", min=1)
-
 
 @dataclass
 class ReshardConfig:
