@@ -76,6 +76,9 @@ class AlgorithmConfig:
     norm_adv_by_std: bool = _f(True, "Divide group-relative advantages by the group's std (GRPO); false gives Dr.GRPO.")
     value_clip: float = _f(0.2, "Critic value clipping range.", min=0.0)
     dynamic_sampling: bool = _f(False, "DAPO dynamic sampling: drop groups whose rewards are all equal and refill.")
+    dynamic_sampling_max_rounds: int = _f(4, "Generation rounds per step at most with dynamic_sampling (the first "
+                                          "included); a batch still short after them is filled with dropped "
+                                          "(zero-advantage) groups.", min=1)
     off_policy_correction: str = _f("none", "Stale-sample correction: none, or tis (truncated importance weights "
                                     "behaviour -> proximal policy, decoupled PPO).", choices=["none", "tis"])
     tis_cap: float = _f(2.0, "Upper bound of the truncated importance weights.", min=1.0)

@@ -18,6 +18,7 @@ from rlinf.errors import InputError
 from rlinf.models.tokenizer import encode_prompt, load_tokenizer
 from rlinf.placement import Placement
 from rlinf.runners.batching import add_advantages, build_lm_batch, concat_rollouts, shard_rows, split_even
+from rlinf.runners.dynamic_sampling import collect_dynamic
 from rlinf.runners.weight_sync import WeightSync, WeightSyncMixin
 from rlinf.scheduler import Cluster, WorkerGroup
 from rlinf.workers.actor.fsdp_actor import ActorWorker
@@ -110,9 +111,25 @@ class ReasoningWorkflow(WeightSyncMixin):
         return encode_prompt(self.tokenizer, sample.prompt)
 
     # ---- phases -----------------------------------------------------------------------------------
+    def refill_prompts(self, step: int, round_: int, count: int) -> List[TextSample]:
+        """Extra prompts for dynamic-sampling round `round_` >= 1 of `step`: seeded by (data seed, step,
+        round), so a resumed run draws the same ones."""
+        data = self.task.train
+        rng = random.Random(f"{self.cfg.data.seed}-{step}-{round_}")
+        picks = rng.sample(range(len(data)), count) if count <= len(data) else rng.choices(range(len(data)), k=count)
+        return [data[i] for i in picks]
+
     def collect(self, step: int) -> Dict:
-        samples = self.prompts_for_step(step)
-        return self.generate(samples, self.cfg.algorithm.group_size, seed=self.cfg.runner.seed + step)
+        algo, seed = self.cfg.algorithm, self.cfg.runner.seed + step
+        if not algo.dynamic_sampling:
+            return self.generate(self.prompts_for_step(step), algo.group_size, seed=seed)
+
+        def generate_round(round_: int, count: int) -> Dict:
+            samples = self.prompts_for_step(step)[:count] if round_ == 0 else self.refill_prompts(step, round_, count)
+            return self.generate(samples, algo.group_size, seed=seed + round_ * 10_000_019)
+
+        return collect_dynamic(generate_round, self.cfg.data.batch_size, algo.dynamic_sampling_max_rounds,
+                               self.tokenizer.pad_token_id)
 
     def generate(self, samples: List[TextSample], n: int, greedy: bool = False, seed: Optional[int] = None) -> Dict:
         """n responses per sample spread over the rollout ranks, decoded and scored."""
@@ -160,6 +177,8 @@ class ReasoningWorkflow(WeightSyncMixin):
             "samples": len(rollout["texts"]),
             "tokens": float(mask.sum()),
         })
+        for key, value in rollout.get("dynamic_sampling", {}).items():
+            metrics[f"dynamic_sampling/{key}"] = value
         return metrics
 
     def evaluate(self) -> Dict[str, float]:
