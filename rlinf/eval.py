@@ -64,7 +64,7 @@ def load_policy(cfg: RLinfConfig, ckpt: Path, obs_dim: int, action_dim: int, dis
     """The checkpoint's MLP actor-critic, checked against the config's model and the task's spaces."""
     import torch
 
-    from rlinf.models.mlp import build_mlp_policy
+    from rlinf.models.policy import build_policy, state_spec
 
     meta_file, model_file = ckpt / "actor" / "meta.json", ckpt / "actor" / "model.pt"
     if not meta_file.exists() or not model_file.exists():
@@ -78,7 +78,7 @@ def load_policy(cfg: RLinfConfig, ckpt: Path, obs_dim: int, action_dim: int, dis
         raise InputError(f"checkpoint holds a {_spec_text(saved.get('model'))} policy"
                          f"{' for ' + saved['env_id'] if saved.get('env_id') else ''}; config and task "
                          f"'{cfg.env.id}' need a {_spec_text(expected)} one", key=str(ckpt))
-    model = build_mlp_policy(cfg.actor.model, obs_dim, action_dim, discrete, cfg.runner.seed)
+    model = build_policy(cfg.actor.model, state_spec(obs_dim, action_dim, discrete), cfg.runner.seed)
     try:
         model.load_state_dict(torch.load(model_file, map_location="cpu", weights_only=True), strict=True)
     except (RuntimeError, ValueError, OSError) as e:

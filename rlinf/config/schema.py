@@ -98,6 +98,20 @@ class ModelConfig:
     dtype: str = _f("float32", "Parameter dtype.", choices=["float32", "bfloat16", "float16"])
     char_vocab: str = _f("0123456789+-*=(), .?:#abcdefghijklmnopqrstuvwxyz",
                          "Alphabet of the character tokenizer of a model built from config (ignored with `path`).")
+    action_head: str = _f("tokens", "VLA action head: tokens (OpenVLA-style: each action dimension a token of "
+                          "action_bins bins on the last action_bins vocabulary ids, decoded autoregressively) or "
+                          "chunk (OpenVLA-OFT-style: action_chunk x action dims tokens decoded in parallel, one "
+                          "forward pass).", choices=["tokens", "chunk"])
+    action_chunk: int = _f(1, "Actions a policy emits per decision; the env worker executes them open-loop over "
+                           "action_chunk env steps (a chunk ends early when its episode ends).", min=1)
+    action_bins: int = _f(256, "VLA: bins per action dimension (uniform over the action bounds).", min=2)
+    vision_hidden_size: int = _f(64, "VLA: width of the vision encoder built from config (SigLIP ViT).", min=8)
+    vision_layers: int = _f(2, "VLA: layers of the vision encoder built from config.", min=1)
+    patch_size: int = _f(16, "VLA: ViT patch size in pixels (env.image_size must be a multiple).", min=2)
+    instruction_tokens: int = _f(48, "VLA: instruction length in tokens (longer ones are cut, shorter padded).",
+                                 min=1)
+    cnn_channels: List[int] = _f(help="CNN policy: channels of its three conv layers (Nature-CNN kernels 8/4/3, "
+                                 "strides 4/2/1).", factory=lambda: [16, 32, 32])
 
 
 @dataclass
@@ -175,6 +189,8 @@ class EnvConfig:
     ignore_terminations: bool = _f(False, "ManiSkill: episodes run to the time limit even after the task succeeds or "
                                    "fails (no early termination, as in ManiSkill's PPO without partial resets); "
                                    "an episode then counts as a success if it succeeded at any step.")
+    task_ids: Optional[List[int]] = _f(None, "LIBERO: tasks of the suite (0-9) the env slots run, slot j task "
+                                       "task_ids[j mod len]; null: slot j runs task j mod 10.")
 
 
 @dataclass

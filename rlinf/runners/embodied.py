@@ -39,7 +39,8 @@ from rlinf.errors import InputError
 from rlinf.placement import Placement
 from rlinf.runners.weight_sync import WeightSync, WeightSyncMixin
 from rlinf.scheduler import Cluster, WorkerGroup
-from rlinf.workers.actor.embodied_actor import EmbodiedActorWorker
+from rlinf.envs import obs as obs_ops
+from rlinf.workers.actor.embodied_actor import GROUP_ESTIMATORS, EmbodiedActorWorker
 from rlinf.workers.env.worker import EnvWorker
 from rlinf.workers.rollout.policy_worker import PolicyRolloutWorker
 
@@ -64,14 +65,34 @@ def validate(cfg: RLinfConfig, placement: Placement) -> None:
     if cfg.critic.enabled:
         raise InputError("embodied PPO uses the actor-critic's value head; set critic.enabled=false",
                          key="critic.enabled")
-    if cfg.algorithm.adv_estimator != "gae":
-        raise InputError(f"embodied PPO supports adv_estimator 'gae', got '{cfg.algorithm.adv_estimator}'",
-                         key="algorithm.adv_estimator")
-    if cfg.actor.model.kind != "mlp":
-        raise InputError(f"gymnasium state tasks need actor.model.kind 'mlp', got '{cfg.actor.model.kind}'",
-                         key="actor.model.kind")
-    if cfg.env.obs_mode != "state":
+    algo, model, env = cfg.algorithm, cfg.actor.model, cfg.env
+    group = algo.adv_estimator in GROUP_ESTIMATORS
+    if algo.adv_estimator != "gae" and not group:
+        raise InputError(f"embodied runs support adv_estimator gae (PPO) or the group estimators "
+                         f"{', '.join(GROUP_ESTIMATORS)}, got '{algo.adv_estimator}'", key="algorithm.adv_estimator")
+    if model.kind not in ("mlp", "cnn", "vla"):
+        raise InputError(f"embodied policies are mlp, cnn or vla, got '{model.kind}'", key="actor.model.kind")
+    if env.simulator == "gym" and env.obs_mode != "state":
         raise InputError("gymnasium tasks run with obs_mode 'state'", key="env.obs_mode")
+    if env.obs_mode == "state" and model.kind != "mlp":
+        raise InputError(f"state observations need actor.model.kind mlp, got '{model.kind}'", key="actor.model.kind")
+    if env.obs_mode == "rgb" and model.kind == "mlp":
+        raise InputError("rgb observations need actor.model.kind cnn or vla", key="actor.model.kind")
+    C = model.action_chunk
+    if C > 1 and model.kind != "vla":
+        raise InputError("action chunks need actor.model.kind vla", key="actor.model.action_chunk")
+    if env.rollout_steps % C:
+        raise InputError(f"env.rollout_steps = {env.rollout_steps} is not a multiple of the action chunk {C}",
+                         key="env.rollout_steps")
+    if algo.reward_level != "chunk" and algo.logprob_level == "chunk" and C > 1:
+        raise InputError("per-action rewards need per-action log-probs: set algorithm.logprob_level=action or "
+                         "algorithm.reward_level=chunk", key="algorithm.logprob_level")
+    if algo.logprob_level == "chunk" and C > 1 and (algo.max_staleness > 0 or algo.off_policy_correction == "tis"):
+        raise InputError("decoupled PPO / truncated IS weights are per action: use algorithm.logprob_level=action",
+                         key="algorithm.logprob_level")
+    if model.kind == "vla" and model.path is None and env.image_size % model.patch_size:
+        raise InputError(f"env.image_size {env.image_size} is not a multiple of the patch size {model.patch_size}",
+                         key="actor.model.patch_size")
     stages = cfg.rollout.pipeline_stages
     if cfg.env.num_envs % stages:
         raise InputError(f"env.num_envs = {cfg.env.num_envs} does not split into {stages} pipeline stages",
@@ -81,12 +102,22 @@ def validate(cfg: RLinfConfig, placement: Placement) -> None:
     if n_envs % n_actor:
         raise InputError(f"{n_envs} envs (env.num_envs x env ranks) do not split evenly over {n_actor} actor ranks",
                          key="env.num_envs")
+    if group:
+        if algo.group_size < 2:
+            raise InputError("group-relative advantages need algorithm.group_size >= 2", key="algorithm.group_size")
+        if (n_envs // n_actor) % algo.group_size:
+            raise InputError(f"the {n_envs // n_actor} envs of each actor rank do not split into groups of "
+                             f"{algo.group_size}", key="algorithm.group_size")
+        if env.max_episode_steps is None or env.max_episode_steps > env.rollout_steps:
+            raise InputError("group estimators score whole episodes: set env.max_episode_steps <= env.rollout_steps "
+                             f"({env.rollout_steps})", key="env.max_episode_steps")
     gbs = cfg.actor.global_batch_size
     if gbs is not None:
-        total = n_envs * cfg.env.rollout_steps
+        total = n_envs * (cfg.env.rollout_steps // C)
         if total % gbs or gbs % n_actor or gbs // n_actor < 2:
-            raise InputError(f"must divide the batch of {total} env steps and split into >= 2 samples on each of "
-                             f"{n_actor} actor ranks, got {gbs}", key="actor.global_batch_size")
+            raise InputError(f"must divide the batch of {total} decisions (envs x rollout_steps / action_chunk) and "
+                             f"split into >= 2 samples on each of {n_actor} actor ranks, got {gbs}",
+                             key="actor.global_batch_size")
 
 
 class EmbodiedWorkflow(WeightSyncMixin):
@@ -97,20 +128,21 @@ class EmbodiedWorkflow(WeightSyncMixin):
         self.version = 0          # weights version of the actor (updates done)
         self.weights: WeightSync  # set in start()
         self.groups: List[WorkerGroup] = []
-        self.obs: Optional[List[np.ndarray]] = None  # per stage: current observations of its envs
+        self.obs: Optional[List[obs_ops.Obs]] = None  # per stage: current observations of its envs
+        self.chunk = cfg.actor.model.action_chunk
+        self.group = cfg.algorithm.adv_estimator in GROUP_ESTIMATORS  # episodic collection, group-shared seeds
 
     def start(self, cluster: Cluster) -> None:
         cfg, devices = self.cfg, self.placement.devices
-        self.env = WorkerGroup(cluster, EnvWorker, "env", devices["env"], args=(cfg.env, self.stages, cfg.runner.seed),
-                               init_dist=False)
+        self.env = WorkerGroup(cluster, EnvWorker, "env", devices["env"],
+                               args=(cfg.env, self.stages, cfg.runner.seed, self.chunk), init_dist=False)
         self.groups.append(self.env)
         spec = self.env.call("spec").wait()[0]
-        dims = (spec["obs_dim"], spec["action_dim"], spec["discrete"])
         self.actor = WorkerGroup(cluster, EmbodiedActorWorker, "actor", devices["actor"],
-                                 args=(cfg.actor, cfg.algorithm, *dims, cfg.runner.seed, cfg.runner.max_steps))
+                                 args=(cfg.actor, cfg.algorithm, spec, cfg.runner.seed, cfg.runner.max_steps))
         self.groups.append(self.actor)
         self.rollout = WorkerGroup(cluster, PolicyRolloutWorker, "rollout", devices["rollout"],
-                                   args=(cfg.actor.model, *dims, cfg.runner.seed), init_dist=False)
+                                   args=(cfg.actor.model, spec, cfg.runner.seed), init_dist=False)
         self.groups.append(self.rollout)
         self.weights = WeightSync(self.actor, self.rollout, self.phase)
         n_params = self.actor.call("setup").wait()[0]
@@ -121,11 +153,11 @@ class EmbodiedWorkflow(WeightSyncMixin):
                     self.actor.size, self.env.size, cfg.env.num_envs, self.placement.mode)
 
     # ---- policy inference over the rollout ranks --------------------------------------------------
-    def _submit_act(self, obs: np.ndarray, greedy: bool = False, final_obs: Optional[np.ndarray] = None,
+    def _submit_act(self, obs: obs_ops.Obs, greedy: bool = False, final_obs: Optional[obs_ops.Obs] = None,
                     cut: Optional[np.ndarray] = None):
         """Split rows contiguously over the rollout ranks and start `act`; returns the pending handle."""
-        parts = [p for p in np.array_split(np.arange(len(obs)), self.rollout.size) if len(p)]
-        shards = [{"obs": obs[p], "final_obs": None if final_obs is None else final_obs[p],
+        parts = [p for p in np.array_split(np.arange(obs_ops.size(obs)), self.rollout.size) if len(p)]
+        shards = [{"obs": obs_ops.take(obs, p), "final_obs": None if final_obs is None else obs_ops.take(final_obs, p),
                    "cut": None if cut is None else cut[p]} for p in parts]
         return self.rollout.scatter("act", shards, ranks=list(range(len(parts))), greedy=greedy)
 
@@ -134,19 +166,23 @@ class EmbodiedWorkflow(WeightSyncMixin):
         outs = handle.wait()
         res = {k: np.concatenate([o[k] for o in outs]) for k in ("actions", "logprobs", "values")}
         res["final_values"] = np.concatenate([o["final_values"] if o["final_values"] is not None
-                                              else np.zeros(len(o["values"]), np.float32) for o in outs])
+                                              else np.zeros(o["values"].shape, np.float32) for o in outs])
         res["version"] = min(o["version"] for o in outs)
         return res
 
     # ---- phases -----------------------------------------------------------------------------------
     def collect(self, step: int) -> Dict:
-        """T steps of every env; returns the [N, T] batch plus the episodes that ended meanwhile."""
-        k, T, E = self.stages, self.cfg.env.rollout_steps, self.env.size
+        """T decisions (env.rollout_steps / action_chunk) of every env; returns the [N, T(, C)] batch plus the
+        episodes that ended meanwhile. Group estimators (GRPO): every env starts a fresh episode from its
+        group's seed and the steps after its episode ends are masked out (one episode per env)."""
+        k, E, C = self.stages, self.env.size, self.chunk
+        T = self.cfg.env.rollout_steps // C
         t0 = time.time()
         with self.phase("collect"):
-            if self.obs is None:
-                per_rank = self.env.call("reset").wait()
-                self.obs = [np.concatenate([per_rank[r][s] for r in range(E)]) for s in range(k)]
+            if self.obs is None or self.group:
+                per_rank = self.env.scatter("reset", self._reset_seeds(step)).wait()
+                self.obs = [obs_ops.concat([per_rank[r][s] for r in range(E)]) for s in range(k)]
+            alive = [np.ones(obs_ops.size(self.obs[s]), bool) for s in range(k)]  # in its first episode
             buf = [defaultdict(list) for _ in range(k)]
             episodes: Dict[str, list] = {"returns": [], "lengths": [], "successes": []}
             versions = []
@@ -164,18 +200,26 @@ class EmbodiedWorkflow(WeightSyncMixin):
                     steps[s] = self.env.scatter("step", np.split(a["actions"], E), stage=s)
                 for s in range(k):
                     outs = steps[s].wait()
-                    obs = np.concatenate([o["obs"] for o in outs])
+                    obs = obs_ops.concat([o["obs"] for o in outs])
                     term = np.concatenate([o["terminated"] for o in outs])
                     trunc = np.concatenate([o["truncated"] for o in outs])
-                    final_obs = np.concatenate([o["final_obs"] if o["final_obs"] is not None else np.zeros_like(o["obs"])
-                                                for o in outs])
+                    final_obs = obs_ops.concat([o["final_obs"] if o["final_obs"] is not None
+                                                else obs_ops.zeros_like(o["obs"]) for o in outs])
+                    live = alive[s] if C == 1 else alive[s][:, None]
                     buf[s]["rewards"].append(np.concatenate([o["rewards"] for o in outs]))
                     buf[s]["dones"].append(term | trunc)
+                    buf[s]["mask"].append(np.concatenate([o["mask"] for o in outs]) & live)
+                    offset = 0
                     for o in outs:
-                        episodes["returns"] += o["episode_returns"]
-                        episodes["lengths"] += o["episode_lengths"]
-                        if o["episode_successes"] is not None:
-                            episodes["successes"] += o["episode_successes"]
+                        for i, j in enumerate(o["episode_envs"]):
+                            if not self.group or alive[s][offset + j]:
+                                episodes["returns"].append(o["episode_returns"][i])
+                                episodes["lengths"].append(o["episode_lengths"][i])
+                                if o["episode_successes"] is not None:
+                                    episodes["successes"].append(o["episode_successes"][i])
+                        offset += obs_ops.size(o["obs"])
+                    if self.group:
+                        alive[s] &= ~(term | trunc).reshape(len(term), -1).any(axis=1)
                     self.obs[s] = obs
                     cut = trunc & ~term
                     acts[s] = self._submit_act(obs, final_obs=final_obs if cut.any() else None, cut=cut)
@@ -185,10 +229,26 @@ class EmbodiedWorkflow(WeightSyncMixin):
                 buf[s]["final_values"].append(a["final_values"])
                 bootstrap.append(a["values"])
         batch = {key: np.concatenate([np.stack(buf[s][key], axis=1) for s in range(k)])
-                 for key in ("obs", "actions", "logprobs", "values", "rewards", "dones", "final_values")}
+                 for key in ("actions", "logprobs", "values", "rewards", "dones", "mask", "final_values")}
+        batch["obs"] = obs_ops.concat([obs_ops.stack(buf[s]["obs"]) for s in range(k)])
         batch["bootstrap_values"] = np.concatenate(bootstrap)
+        if self.group:
+            batch["group_index"] = np.arange(len(batch["rewards"])) // self.cfg.algorithm.group_size
         return {"batch": batch, "episodes": episodes, "min_version": min(versions),
                 "time": time.time() - t0}
+
+    def _reset_seeds(self, step: int) -> List[Optional[List[List[int]]]]:
+        """Per env rank, per stage, the reset seed of each env; None: the env worker's own seeds (PPO, first
+        reset). Group estimators: the envs of batch rows g * group_size .. (g + 1) * group_size - 1 share one
+        seed, new at every step (rows are ordered stage, rank, env, as `collect` concatenates them)."""
+        E = self.env.size
+        if not self.group:
+            return [None] * E
+        per_stage, G = self.cfg.env.num_envs // self.stages, self.cfg.algorithm.group_size
+        n_groups = per_stage * self.stages * E // G
+        base = self.cfg.runner.seed + step * n_groups
+        return [[[base + (s * E * per_stage + r * per_stage + j) // G for j in range(per_stage)]
+                 for s in range(self.stages)] for r in range(E)]
 
     def train(self, rollout: Dict) -> Dict[str, float]:
         batch, episodes = rollout["batch"], rollout["episodes"]
@@ -201,7 +261,7 @@ class EmbodiedWorkflow(WeightSyncMixin):
         self.version += 1
         metrics.update({
             "samples": float(n * T),
-            "env/reward_mean": float(batch["rewards"].mean()),
+            "env/reward_mean": float(batch["rewards"][batch["mask"]].mean()) if batch["mask"].any() else 0.0,
             "env/episodes": float(len(episodes["returns"])),
             "staleness/max": float(self.version - 1 - rollout["min_version"]),
             "staleness/channel": float(rollout.get("channel_staleness", 0)),
@@ -231,7 +291,7 @@ class EmbodiedWorkflow(WeightSyncMixin):
                            "from the captured attributes only and may differ from an uninterrupted one",
                            self.cfg.env.id)
         torch.save({"version": self.version,
-                    "obs": None if self.obs is None else [torch.from_numpy(o) for o in self.obs],
+                    "obs": None if self.obs is None else [_obs_to_torch(o) for o in self.obs],
                     "rollout_rng": rollout_rng}, Path(path) / "workflow.pt")
         actor.wait()
 
@@ -245,6 +305,9 @@ class EmbodiedWorkflow(WeightSyncMixin):
         model, want = meta["model"], self.cfg.actor.model
         if meta.get("env_id") != self.cfg.env.id:
             raise InputError(f"checkpoint was trained on '{meta.get('env_id')}', this config runs '{self.cfg.env.id}'",
+                             key=str(path))
+        if model.get("kind", "mlp") != want.kind:
+            raise InputError(f"checkpoint holds a {model.get('kind')} policy, this config builds a {want.kind} one",
                              key=str(path))
         if (model["hidden_size"], model["num_layers"]) != (want.hidden_size, want.num_layers):
             raise InputError(f"checkpoint holds a {_spec_text(model)} policy, this config builds "
@@ -270,7 +333,7 @@ class EmbodiedWorkflow(WeightSyncMixin):
                 and all(st["num_envs"] == self.cfg.env.num_envs and len(st["stages"]) == self.stages for st in states))
         if fits:
             self.env.scatter("set_state", states).wait()
-            self.obs = [o.numpy() for o in wf["obs"]]
+            self.obs = [_obs_from_torch(o) for o in wf["obs"]]
         else:
             logger.warning("checkpoint env state missing or saved with another env layout: the training envs "
                            "restart from fresh episodes")
@@ -287,8 +350,8 @@ class EmbodiedWorkflow(WeightSyncMixin):
             parts = self.env.scatter("eval_reset", [counts[r] for r in ranks], ranks=ranks,
                                      seed=self.cfg.runner.seed + EVAL_SEED_OFFSET).wait()
             for _ in range(EVAL_MAX_STEPS):
-                sizes = np.cumsum([len(p) for p in parts])[:-1]
-                actions = self._act_results(self._submit_act(np.concatenate(parts), greedy=True))["actions"]
+                sizes = np.cumsum([obs_ops.size(p) for p in parts])[:-1]
+                actions = self._act_results(self._submit_act(obs_ops.concat(parts), greedy=True))["actions"]
                 outs = self.env.scatter("eval_step", np.split(actions, sizes), ranks=ranks).wait()
                 if all(o["finished"] for o in outs):
                     break
@@ -302,8 +365,22 @@ class EmbodiedWorkflow(WeightSyncMixin):
         return out
 
 
+def _obs_to_torch(obs: obs_ops.Obs):
+    """Observations in a form torch.load(weights_only=True) reads back: tensors, strings as a list."""
+    if isinstance(obs, dict):
+        return {k: (list(map(str, v)) if v.dtype == object else torch.from_numpy(np.ascontiguousarray(v)))
+                for k, v in obs.items()}
+    return torch.from_numpy(obs)
+
+
+def _obs_from_torch(obs) -> obs_ops.Obs:
+    if isinstance(obs, dict):
+        return {k: (np.array(v, dtype=object) if isinstance(v, list) else v.numpy()) for k, v in obs.items()}
+    return obs.numpy()
+
+
 def _spec_text(spec: Dict[str, object]) -> str:
-    return (f"{spec['obs_dim']}->{spec['action_dim']} ({'discrete' if spec['discrete'] else 'continuous'}, "
+    return (f"{spec.get('kind', 'mlp')} {spec['obs_dim']}->{spec['action_dim']} ({'discrete' if spec['discrete'] else 'continuous'}, "
             f"{spec['num_layers']} x {spec['hidden_size']})")
 
 

@@ -7,6 +7,7 @@ import ray
 
 from rlinf.config import ActorConfig, AlgorithmConfig, ModelConfig
 from rlinf.scheduler import WorkerGroup
+from rlinf.models.policy import state_spec
 from rlinf.workers.actor.embodied_actor import EmbodiedActorWorker
 from rlinf.workers.rollout.policy_worker import PolicyRolloutWorker
 
@@ -24,8 +25,8 @@ def test_dp_update_keeps_replicas_identical_and_sync_is_bit_exact(cluster):
     model = ModelConfig(kind="mlp", hidden_size=16, num_layers=2)
     actor_cfg = ActorConfig(model=model, lr=1e-2, global_batch_size=32, grad_clip=0.5)
     algo = AlgorithmConfig(adv_estimator="gae", gamma=0.99, lam=0.95, update_epochs=2, entropy_coef=0.01)
-    actor = WorkerGroup(cluster, EmbodiedActorWorker, "emb_actor", [0, 1], args=(actor_cfg, algo, 4, 2, True, 3, 10))
-    rollout = WorkerGroup(cluster, PolicyRolloutWorker, "emb_rollout", [2], args=(model, 4, 2, True, 5),
+    actor = WorkerGroup(cluster, EmbodiedActorWorker, "emb_actor", [0, 1], args=(actor_cfg, algo, state_spec(4, 2, True), 3, 10))
+    rollout = WorkerGroup(cluster, PolicyRolloutWorker, "emb_rollout", [2], args=(model, state_spec(4, 2, True), 5),
                           init_dist=False)
     try:
         before = actor.call("state_dict_numpy").wait()

@@ -12,6 +12,7 @@ import torch
 from rlinf.config import ActorConfig, AlgorithmConfig, ModelConfig, RolloutConfig
 from rlinf.config.schema import ReshardConfig
 from rlinf.runners.batching import build_train_batch, shard_rows
+from rlinf.models.policy import state_spec
 from rlinf.runners.weight_sync import WeightSync
 from rlinf.scheduler import WorkerGroup
 from rlinf.workers.actor.embodied_actor import EmbodiedActorWorker
@@ -115,9 +116,9 @@ def test_embodied_policy_engine_sync_is_bit_exact(cluster, colocated, staged):
     actor_cfg = ActorConfig(model=model, lr=1e-2, global_batch_size=32)
     algo = AlgorithmConfig(adv_estimator="gae", gamma=0.99, lam=0.95, update_epochs=2)
     tag = f"{int(colocated)}{int(staged)}"
-    actor = WorkerGroup(cluster, EmbodiedActorWorker, f"ee_actor_{tag}", [0, 1], args=(actor_cfg, algo, 3, 2, False, 3, 10))
+    actor = WorkerGroup(cluster, EmbodiedActorWorker, f"ee_actor_{tag}", [0, 1], args=(actor_cfg, algo, state_spec(3, 2, False), 3, 10))
     rollout = WorkerGroup(cluster, PolicyRolloutWorker, f"ee_rollout_{tag}", [0, 1] if colocated else [2, 3],
-                          args=(model, 3, 2, False, 5), init_dist=False)
+                          args=(model, state_spec(3, 2, False), 5), init_dist=False)
     try:
         sync = WeightSync(actor, rollout, _phase)
         sync.use_engine(ReshardConfig(), colocated=colocated, staged=staged)

@@ -112,7 +112,8 @@ def _cfg(*overrides):
 
 @pytest.mark.parametrize("override,key", [
     ("critic.enabled=true", "critic.enabled"),
-    ("algorithm.adv_estimator=grpo", "algorithm.adv_estimator"),
+    ("algorithm.adv_estimator=reinforce_plus_plus", "algorithm.adv_estimator"),
+    ("algorithm.adv_estimator=grpo", "env.max_episode_steps"),
     ("actor.model.kind=causal_lm", "actor.model.kind"),
     ("env.id=CartPol-v1", "env.id"),
     ("actor.global_batch_size=5", "actor.global_batch_size"),

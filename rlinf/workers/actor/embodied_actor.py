@@ -1,4 +1,4 @@
-"""EmbodiedActorWorker: PPO + GAE training of an MLP actor-critic on env trajectories.
+"""EmbodiedActorWorker: PPO (GAE) / GRPO training of an embodied policy (rlinf.models.policy) on env trajectories.
 
 The value head of the actor-critic is the critic, so embodied PPO runs no separate critic group.
 Every rank holds a full replica (same seed, so identical initial weights) and a shard of the env
@@ -15,6 +15,17 @@ Advantages (GAE, `rlinf.algorithms.gae` with dones):
     delta_t = r'_t + gamma (1 - d_t) V_{t+1} - V_t,   A_t = delta_t + gamma lam (1 - d_t) A_{t+1},   R_t = A_t + V_t
 Per minibatch (advantages normalised to zero mean, unit std within the minibatch):
     L = L_clip(ratio, A) - entropy_coef * mean H(pi) + value_coef * L_V(V, V_old, R; value_clip)
+
+Action chunks (C = actor.model.action_chunk; C = 1 is the case above with a chunk axis of size 1): the
+per-step arrays are [n, T, C] (T decisions of C env steps; `mask` 0 on the steps of a chunk after its
+episode ended, and on steps after an env's episode under GRPO). `algorithm.reward_level`:
+    chunk   r_t = sum_c mask r_{t,c} (+ gamma V(s_final)), one GAE step per decision on V[..., 0]
+    action  GAE over the T * C env steps, V[t, c] = the value head's c-th output at the chunk's start
+`algorithm.logprob_level`: chunk -> one ratio per decision from log pi(chunk) = sum_c log pi(a_c)
+(advantage of the decision); action -> one ratio per action (its step's advantage, or its chunk's).
+GRPO-family estimators (`adv_estimator` grpo, drgrpo, rloo, reinforce_plus_plus_baseline): the score of
+an env row is its episode return sum mask * r, groups are the `group_index` rows that started from the
+same seed, and no value loss is trained.
 """
 
 import json
@@ -29,21 +40,23 @@ import torch
 import torch.distributed as dist
 
 from rlinf.algorithms import compute_advantages, compute_policy_loss, value_loss
+from rlinf.algorithms.advantages import masked_mean, masked_var
 from rlinf.config.schema import ActorConfig, AlgorithmConfig
-from rlinf.models.mlp import build_mlp_policy
+from rlinf.models.policy import build_policy, chunk_of, flatten_steps, index, policy_spec, to_tensors
 from rlinf.scheduler import Worker
 
 logger = logging.getLogger(__name__)
 
 
 class EmbodiedActorWorker(Worker):
-    """MLP actor-critic + Adam; one data-parallel replica per device of the actor's placement."""
+    """Policy (actor-critic) + Adam; one data-parallel replica per device of the actor's placement."""
 
-    def __init__(self, cfg: ActorConfig, algo: AlgorithmConfig, obs_dim: int, action_dim: int, discrete: bool,
-                 seed: int, total_steps: int):
+    def __init__(self, cfg: ActorConfig, algo: AlgorithmConfig, spec: Dict[str, object], seed: int, total_steps: int):
         super().__init__()
         self.cfg, self.algo, self.total_steps = cfg, algo, total_steps
-        self.model = build_mlp_policy(cfg.model, obs_dim, action_dim, discrete, seed).to(self.device)
+        self.spec = spec
+        self.model = build_policy(cfg.model, spec, seed).to(self.device)
+        self.chunk = chunk_of(self.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
         self.generator = torch.Generator().manual_seed(seed * 7919 + self.rank)
         self.version = 0
@@ -57,28 +70,40 @@ class EmbodiedActorWorker(Worker):
             return self.cfg.lr * max(0.0, 1.0 - self.version / self.total_steps)
         return self.cfg.lr
 
+    @property
+    def uses_values(self) -> bool:
+        return self.algo.adv_estimator == "gae"
+
     def advantages(self, batch: Dict[str, torch.Tensor]):
-        """(advantages, returns) [n, T] by GAE over the rank's env rows (see module docstring)."""
-        algo = self.algo
-        rewards = batch["rewards"] + algo.gamma * batch["final_values"]
-        return compute_advantages(algo.adv_estimator, token_rewards=rewards, values=batch["values"],
-                                  mask=torch.ones_like(rewards), dones=batch["dones"],
-                                  bootstrap_values=batch["bootstrap_values"], gamma=algo.gamma, lam=algo.lam)
+        """(advantages, returns) [n, T, C] (reward level action) or [n, T] (chunk) over the rank's env rows."""
+        return embodied_advantages(self.algo, batch)
 
     def update(self, batch: Dict[str, np.ndarray]) -> Dict[str, float]:
         """PPO epochs over this rank's shard; returns metrics averaged over the group."""
         t0 = time.time()
         algo = self.algo
-        data = {k: torch.tensor(v, device=self.device) for k, v in batch.items()}
-        for k in ("logprobs", "values", "rewards", "final_values", "bootstrap_values"):
-            data[k] = data[k].float()
-        data["dones"] = data["dones"].float()
+        n, T = batch["rewards"].shape[:2]
+        data = {k: torch.tensor(v, device=self.device) for k, v in batch.items() if k != "obs"}
+        for k in ("logprobs", "values", "rewards", "final_values", "bootstrap_values", "dones", "mask"):
+            if k in data:
+                data[k] = data[k].float()
+        if "mask" not in data:
+            data["mask"] = torch.ones_like(data["rewards"])
+        if self.chunk == 1:  # give the per-step arrays their chunk axis of size 1
+            for k in ("logprobs", "values", "rewards", "final_values", "dones", "mask", "bootstrap_values"):
+                data[k] = data[k].unsqueeze(-1)
         adv, ret = self.advantages(data)
-        n, T = adv.shape
-        flat = {"obs": data["obs"].reshape(n * T, *data["obs"].shape[2:]).float(),
+        chunk_level = self.algo.logprob_level == "chunk"
+        if chunk_level and adv.dim() == 3:
+            raise ValueError("reward_level action needs logprob_level action")  # validated before start
+        if not chunk_level and adv.dim() == 2:  # each action of a chunk takes its chunk's advantage
+            adv, ret = adv.unsqueeze(-1).expand(n, T, self.chunk), ret.unsqueeze(-1).expand(n, T, self.chunk)
+        values = data["values"][..., 0] if adv.dim() == 2 else data["values"]
+        mask = data["mask"][..., 0] if adv.dim() == 2 else data["mask"]
+        flat = {"obs": to_tensors(flatten_steps(batch["obs"], n, T), self.device),
                 "actions": data["actions"].reshape(n * T, *data["actions"].shape[2:]),
-                "logprobs": data["logprobs"].reshape(-1), "values": data["values"].reshape(-1),
-                "adv": adv.reshape(-1), "ret": ret.reshape(-1)}
+                "logprobs": data["logprobs"].reshape(n * T, self.chunk), "values": values.reshape(n * T, -1),
+                "adv": adv.reshape(n * T, -1), "ret": ret.reshape(n * T, -1), "mask": mask.reshape(n * T, -1)}
         size = n * T
         is_metrics = self._proximal(flat) if self.decoupled else {}
         mb = self.cfg.global_batch_size // self.world_size if self.cfg.global_batch_size else size
@@ -90,19 +115,21 @@ class EmbodiedActorWorker(Worker):
         for _ in range(algo.update_epochs):
             perm = torch.randperm(size, generator=self.generator).to(self.device)
             for start in range(0, size - mb + 1, mb):
-                metrics = self._minibatch_step({k: v[perm[start:start + mb]] for k, v in flat.items()})
+                metrics = self._minibatch_step({k: index(v, perm[start:start + mb]) for k, v in flat.items()})
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
                 steps += 1
         self.version += 1
         out = {k: v / max(steps, 1) for k, v in sums.items()}
         out.update(is_metrics)
-        var_ret = float(flat["ret"].var())
+        valid = flat["mask"] > 0
+        ret_v, val_v = flat["ret"][valid], flat["values"][valid]
+        var_ret = float(ret_v.var()) if ret_v.numel() > 1 else 0.0
         out.update({"actor/lr": self.optimizer.param_groups[0]["lr"],
                     "actor/optimizer_steps": float(steps),
-                    "critic/explained_variance": 1.0 - float((flat["ret"] - flat["values"]).var()) / var_ret
-                    if var_ret > 0 else 0.0,
-                    "critic/returns_mean": float(flat["ret"].mean()),
+                    "critic/explained_variance": 1.0 - float((ret_v - val_v).var()) / var_ret
+                    if var_ret > 0 and self.uses_values else 0.0,
+                    "critic/returns_mean": float(ret_v.mean()) if ret_v.numel() else 0.0,
                     "actor/update_time_s": time.time() - t0})
         return _group_mean(out, self.device)
 
@@ -118,7 +145,7 @@ class EmbodiedActorWorker(Worker):
         policy that sampled the actions. With `tis` each sample is also weighted by
         w = min(pi_prox / pi_behaviour, tis_cap). GAE and the value clip keep the rollout's values."""
         self.model.eval()
-        proximal = self.model.evaluate(flat["obs"], flat["actions"])[0].float()
+        proximal = self.model.evaluate(flat["obs"], flat["actions"])[0].float().reshape(flat["logprobs"].shape)
         ratio = torch.exp(proximal - flat["logprobs"])
         flat["logprobs"] = proximal
         if self.algo.off_policy_correction == "tis":
@@ -130,16 +157,25 @@ class EmbodiedActorWorker(Worker):
     def _minibatch_step(self, mb: Dict[str, torch.Tensor]) -> Dict[str, float]:
         algo = self.algo
         logp, entropy, values = self.model.evaluate(mb["obs"], mb["actions"])
-        adv = mb["adv"]
-        if adv.numel() > 1:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        ones = torch.ones_like(logp)
-        pg, pg_metrics = compute_policy_loss(algo.policy_loss, logp, mb["logprobs"], adv, ones,
+        B = len(mb["adv"])
+        logp, entropy, values = logp.reshape(B, -1), entropy.reshape(B, -1), values.reshape(B, -1)
+        old, adv, mask, is_w = mb["logprobs"], mb["adv"], mb["mask"], mb.get("is_weights")
+        if algo.logprob_level == "chunk":  # one decision: log pi(chunk) = sum of its actions' log-probs
+            logp, old = logp.sum(-1, keepdim=True), old.sum(-1, keepdim=True)
+        if self.uses_values and mask.sum() > 1:
+            adv = (adv - masked_mean(adv, mask)) / (masked_var(adv, mask).sqrt() + 1e-8)
+        pg, pg_metrics = compute_policy_loss(algo.policy_loss, logp, old, adv, mask,
                                              clip_low=algo.clip_ratio_low, clip_high=algo.clip_ratio_high,
-                                             dual_clip=algo.dual_clip, is_weights=mb.get("is_weights"))
-        vloss, v_metrics = value_loss(values, mb["values"], mb["ret"], ones, clip=algo.value_clip)
-        ent = entropy.mean()
-        loss = pg - algo.entropy_coef * ent + algo.value_coef * vloss
+                                             dual_clip=algo.dual_clip, is_weights=is_w)
+        if entropy.shape != mask.shape:  # chunk level: mean entropy of the chunk's actions per decision
+            entropy = entropy.mean(-1, keepdim=True)
+        ent = masked_mean(entropy, mask)
+        loss = pg - algo.entropy_coef * ent
+        vloss, v_metrics = torch.zeros(()), {"vf_clipfrac": 0.0}
+        if self.uses_values:
+            vals = values[:, :mb["values"].shape[1]]
+            vloss, v_metrics = value_loss(vals, mb["values"], mb["ret"], mask, clip=algo.value_clip)
+            loss = loss + algo.value_coef * vloss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._average_gradients()
@@ -207,9 +243,7 @@ class EmbodiedActorWorker(Worker):
 
     def model_spec(self) -> Dict[str, object]:
         """What fixes the parameter shapes: a checkpoint loads only into the same spec."""
-        m = self.model
-        return {"kind": "mlp", "obs_dim": m.obs_dim, "action_dim": m.action_dim, "discrete": m.discrete,
-                "hidden_size": self.cfg.model.hidden_size, "num_layers": self.cfg.model.num_layers}
+        return policy_spec(self.cfg.model, self.spec)
 
     def setup_reshard(self, peer_group: str, num_replicas: int, cfg, handles: List) -> None:
         """Resharding source for `num_replicas` rollout replicas. The replicas here are identical, so the
@@ -241,6 +275,36 @@ class EmbodiedActorWorker(Worker):
     def state_dict_numpy(self) -> Dict[str, np.ndarray]:
         """This replica's weights as arrays (tests check the replicas stay identical)."""
         return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+
+
+GROUP_ESTIMATORS = ("grpo", "drgrpo", "dr_grpo", "rloo", "reinforce_plus_plus_baseline")
+
+
+def embodied_advantages(algo: AlgorithmConfig, batch: Dict[str, torch.Tensor]):
+    """(advantages, returns) of a rank's rows through the `rlinf.algorithms` registry.
+
+    batch: rewards, dones, mask, final_values, values [n, T, C]; bootstrap_values [n, C]; group_index [n]
+    (group estimators). Returns [n, T, C] for reward_level action (or token), [n, T] for chunk.
+    """
+    r, mask = batch["rewards"], batch["mask"]
+    n, T, C = r.shape
+    chunk = algo.reward_level == "chunk"
+    if algo.adv_estimator in GROUP_ESTIMATORS:  # episode return per row, relative to its group
+        adv, ret = compute_advantages(algo.adv_estimator, token_rewards=(r * mask).reshape(n, T * C),
+                                      mask=mask.reshape(n, T * C), group_index=batch["group_index"],
+                                      norm_by_std=algo.norm_adv_by_std)
+        adv, ret = adv.reshape(n, T, C), ret.reshape(n, T, C)
+        return (adv[..., 0], ret[..., 0]) if chunk else (adv, ret)
+    rewards = (r + algo.gamma * batch["final_values"]) * mask
+    if chunk:  # one decision per chunk: summed rewards, the chunk ends its episode if any step did
+        return compute_advantages(algo.adv_estimator, token_rewards=rewards.sum(-1), values=batch["values"][..., 0],
+                                  mask=mask[..., 0], dones=(batch["dones"] * mask).amax(-1),
+                                  bootstrap_values=batch["bootstrap_values"][:, 0], gamma=algo.gamma, lam=algo.lam)
+    adv, ret = compute_advantages(algo.adv_estimator, token_rewards=rewards.reshape(n, T * C),
+                                  values=batch["values"].reshape(n, T * C), mask=mask.reshape(n, T * C),
+                                  dones=batch["dones"].reshape(n, T * C), bootstrap_values=batch["bootstrap_values"][:, 0],
+                                  gamma=algo.gamma, lam=algo.lam)
+    return adv.reshape(n, T, C), ret.reshape(n, T, C)
 
 
 def _group_mean(metrics: Dict[str, float], device: torch.device) -> Dict[str, float]:

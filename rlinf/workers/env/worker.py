@@ -7,6 +7,14 @@ seeded the same way at every evaluation, runs a fixed number of episodes per ran
 
 Seeds: training env j of rank r (j counted over the stages) starts from seed + r * num_envs + j and
 auto-resets from its own generator; evaluation env j of rank r from eval_seed + r * num_envs + j.
+`reset(seeds)` takes explicit per-env seeds instead (GRPO groups share one).
+
+Action chunks (`chunk` = C > 1): `step` takes actions [n, C, action_dim] and executes them open-loop,
+one env step each; the per-step results are [n, C] with `mask` 0 on the steps after an env's episode
+ended inside the chunk (its chunk ends there: those steps' rewards and episodes are not counted). The
+vector env resets an ended episode at once, so the rest of that chunk runs in the new episode
+(unrecorded): its start state moves by up to C - 1 steps. Recipes avoid this with episode lengths
+that are multiples of C (and ignore_terminations), or with GRPO's one-episode-per-collect.
 """
 
 import logging
@@ -16,6 +24,7 @@ import numpy as np
 
 from rlinf.config.schema import EnvConfig
 from rlinf.envs import make_vector_env
+from rlinf.envs import obs as obs_ops
 from rlinf.errors import InputError
 from rlinf.scheduler import Worker
 
@@ -25,8 +34,9 @@ logger = logging.getLogger(__name__)
 class EnvWorker(Worker):
     """Vectorised gymnasium envs of one rank: `reset`, `step(actions, stage)`, greedy-eval episodes."""
 
-    def __init__(self, cfg: EnvConfig, stages: int, seed: int):
+    def __init__(self, cfg: EnvConfig, stages: int, seed: int, chunk: int = 1):
         super().__init__()
+        self.chunk = chunk
         if cfg.id is None:
             raise InputError("an env worker needs a task id", key="env.id")
         if cfg.num_envs % stages:
@@ -40,16 +50,30 @@ class EnvWorker(Worker):
         self._eval_stats: Dict[str, list] = {}
 
     def spec(self) -> Dict[str, object]:
-        """What a policy for this task needs: obs_shape, obs_dim, action_dim, discrete."""
+        """What a policy for this task needs (see rlinf.models.policy): obs_shape (array obs) or image_shape
+        and state_dim (dict obs), obs_dim, action_dim, discrete, action_low / action_high (continuous)."""
         env = self.envs[0]
-        return {"obs_shape": tuple(env.observation_space.shape), "obs_dim": env.obs_dim,
-                "action_dim": env.action_dim, "discrete": env.discrete}
+        space = env.observation_space
+        out: Dict[str, object] = {"obs_dim": env.obs_dim, "action_dim": env.action_dim, "discrete": env.discrete,
+                                  "obs_shape": None, "image_shape": None, "state_dim": None,
+                                  "action_low": None, "action_high": None}
+        if hasattr(space, "spaces"):  # dict observations: image (+ state, instruction)
+            out["image_shape"] = tuple(space["image"].shape)
+            out["state_dim"] = int(np.prod(space["state"].shape)) if "state" in space.spaces else 0
+        else:
+            out["obs_shape"] = tuple(space.shape)
+        if not env.discrete:
+            out["action_low"] = np.asarray(env.action_space.low, np.float64).reshape(-1).tolist()
+            out["action_high"] = np.asarray(env.action_space.high, np.float64).reshape(-1).tolist()
+        return out
 
     # ---- training envs --------------------------------------------------------------------------
-    def reset(self) -> List[np.ndarray]:
-        """Reset every stage; returns the observations of each stage [num_envs / stages, *obs_shape]."""
+    def reset(self, seeds: Optional[List[List[int]]] = None) -> List[obs_ops.Obs]:
+        """Reset every stage (env i of stage s seeded with `seeds[s][i]` when given); returns the observations
+        of each stage [num_envs / stages, ...]."""
         base = self.seed + self.rank * self.cfg.num_envs
-        return [env.reset(seed=base + s * self.per_stage) for s, env in enumerate(self.envs)]
+        return [env.reset(seed=base + s * self.per_stage if seeds is None else list(seeds[s]))
+                for s, env in enumerate(self.envs)]
 
     def step(self, actions: np.ndarray, stage: int = 0) -> Dict[str, object]:
         """Step the envs of `stage` once.
@@ -59,14 +83,53 @@ class EnvWorker(Worker):
         limit, for bootstrapping V) or None when no env of the stage was truncated; and the
         returns / lengths / successes (None if the task reports none) of the episodes that ended.
         """
+        if self.chunk > 1:
+            return self._step_chunk(self.envs[stage], actions)
         obs, rewards, terminated, truncated, info = self.envs[stage].step(actions)
         done = info["done"]
         cut = truncated & ~terminated
         return {"obs": obs, "rewards": rewards, "terminated": terminated, "truncated": truncated,
+                "mask": np.ones(len(rewards), bool),
                 "final_obs": info["final_obs"] if cut.any() else None,
+                "episode_envs": np.flatnonzero(done).tolist(),
                 "episode_returns": info["episode_return"][done].tolist(),
                 "episode_lengths": info["episode_length"][done].tolist(),
                 "episode_successes": info["success"][done].tolist() if info["has_success"] else None}
+
+    def _step_chunk(self, env, actions: np.ndarray) -> Dict[str, object]:
+        """Execute a chunk [n, C, ...] open-loop; per-step results [n, C] (see the module docstring)."""
+        n, C = actions.shape[0], self.chunk
+        if actions.shape[1] != C:
+            raise ValueError(f"expected action chunks of {C}, got actions of shape {actions.shape}")
+        rewards = np.zeros((n, C), np.float32)
+        terminated, truncated, mask = np.zeros((n, C), bool), np.zeros((n, C), bool), np.zeros((n, C), bool)
+        alive = np.ones(n, bool)
+        final_obs, any_cut = None, False
+        ep: Dict[str, list] = {"envs": [], "returns": [], "lengths": [], "successes": []}
+        for c in range(C):
+            obs, r, term, trunc, info = env.step(actions[:, c])
+            mask[:, c] = alive
+            rewards[:, c] = np.where(alive, r, 0.0)
+            terminated[:, c], truncated[:, c] = term & alive, trunc & alive
+            cut = trunc & ~term & alive
+            if cut.any():  # keep the last observation of a cut episode (V(s_final) bootstrap)
+                if final_obs is None:
+                    final_obs = obs_ops.zeros_like(info["final_obs"])
+                _assign_rows(final_obs, info["final_obs"], cut)
+                any_cut = True
+            for i in np.flatnonzero(info["done"] & alive):
+                ep["envs"].append(int(i))
+                ep["returns"].append(float(info["episode_return"][i]))
+                ep["lengths"].append(int(info["episode_length"][i]))
+                if info["has_success"]:
+                    ep["successes"].append(bool(info["success"][i]))
+            alive &= ~info["done"]
+            if not alive.any():
+                break
+        return {"obs": obs, "rewards": rewards, "terminated": terminated, "truncated": truncated, "mask": mask,
+                "final_obs": final_obs if any_cut else None, "episode_envs": ep["envs"],
+                "episode_returns": ep["returns"], "episode_lengths": ep["lengths"],
+                "episode_successes": ep["successes"] if info["has_success"] else None}
 
     # ---- checkpoints ------------------------------------------------------------------------------
     def get_state(self) -> Dict[str, object]:
@@ -97,13 +160,17 @@ class EnvWorker(Worker):
 
     def eval_step(self, actions: np.ndarray) -> Dict[str, object]:
         """Step the evaluation envs; episodes past an env's quota are not counted. `finished`: all quotas met."""
-        obs, _, _, _, info = self.eval_env.step(actions)
-        for i in np.flatnonzero(info["done"] & (self._eval_left > 0)):
-            self._eval_left[i] -= 1
-            self._eval_stats["returns"].append(float(info["episode_return"][i]))
-            self._eval_stats["lengths"].append(int(info["episode_length"][i]))
-            if info["has_success"]:
-                self._eval_stats["successes"].append(bool(info["success"][i]))
+        chunk = [actions] if self.chunk == 1 else [actions[:, c] for c in range(self.chunk)]
+        for step_actions in chunk:  # a chunk runs open-loop
+            obs, _, _, _, info = self.eval_env.step(step_actions)
+            for i in np.flatnonzero(info["done"] & (self._eval_left > 0)):
+                self._eval_left[i] -= 1
+                self._eval_stats["returns"].append(float(info["episode_return"][i]))
+                self._eval_stats["lengths"].append(int(info["episode_length"][i]))
+                if info["has_success"]:
+                    self._eval_stats["successes"].append(bool(info["success"][i]))
+            if not self._eval_left.any():
+                break
         return {"obs": obs, "finished": not self._eval_left.any()}
 
     def eval_results(self) -> Dict[str, list]:
@@ -114,3 +181,12 @@ class EnvWorker(Worker):
         for env in self.envs + ([self.eval_env] if self.eval_env is not None else []):
             env.close()
         super()._rlinf_shutdown()
+
+
+def _assign_rows(dst: obs_ops.Obs, src: obs_ops.Obs, rows: np.ndarray) -> None:
+    """dst[rows] = src[rows] in place (array or dict observations)."""
+    if isinstance(dst, dict):
+        for k in dst:
+            dst[k][rows] = src[k][rows]
+    else:
+        dst[rows] = src[rows]

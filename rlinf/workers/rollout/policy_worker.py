@@ -1,4 +1,4 @@
-"""PolicyRolloutWorker: the inference copy of an MLP actor-critic that picks actions for env observations.
+"""PolicyRolloutWorker: the inference copy of an embodied policy (rlinf.models.policy) that picks actions.
 
 Weights arrive from the actor through `load_weights` (a Ray object ref of {name: ndarray}, as for
 the LM rollout); the worker records the version it holds and tags every output with it. Besides the
@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from rlinf.config.schema import ModelConfig
-from rlinf.models.mlp import build_mlp_policy
+from rlinf.models.policy import build_policy, to_tensors
+from rlinf.envs import obs as obs_ops
 from rlinf.scheduler import Worker
 from rlinf.workers.weights import fetch_state_dict
 
@@ -24,9 +25,9 @@ logger = logging.getLogger(__name__)
 class PolicyRolloutWorker(Worker):
     """One replica of the policy per rank; `act` runs a batch of observations through it."""
 
-    def __init__(self, model_cfg: ModelConfig, obs_dim: int, action_dim: int, discrete: bool, seed: int):
+    def __init__(self, model_cfg: ModelConfig, spec: Dict[str, object], seed: int):
         super().__init__()
-        self.model = build_mlp_policy(model_cfg, obs_dim, action_dim, discrete, seed).to(self.device).eval()
+        self.model = build_policy(model_cfg, spec, seed).to(self.device).eval()
         self.generator = torch.Generator(device=self.device).manual_seed(seed * 1000 + self.rank)
         self.version = -1
 
@@ -59,20 +60,26 @@ class PolicyRolloutWorker(Worker):
 
     @torch.no_grad()
     def act(self, batch: Dict[str, Optional[np.ndarray]], greedy: bool = False) -> Dict[str, object]:
-        """Actions for `batch["obs"]` [n, *obs_shape].
+        """Actions for `batch["obs"]` (n rows: an array or a dict of arrays, see rlinf.envs.obs).
 
-        Returns actions, logprobs [n], values [n], version, and final_values [n] = V(final_obs) on the
-        rows where `batch["cut"]` (time-limit truncation) is set, 0 elsewhere; None when `cut` is None.
+        Returns actions, logprobs, values (shapes of the policy interface: [n] or, with action chunks,
+        [n, C]), version, and final_values = V(final_obs) on the rows where `batch["cut"]` (time-limit
+        truncation) is set, 0 elsewhere; None when `cut` is None. With chunks `cut` is [n, C] (the step of
+        the chunk where the episode was cut) and `final_obs` holds one observation per row.
         """
-        x = torch.as_tensor(batch["obs"], dtype=torch.float32, device=self.device)
+        x = to_tensors(batch["obs"], self.device)
         actions, logprobs, values = self.model.act(x, greedy=greedy, generator=self.generator)
         out = {"actions": actions.cpu().numpy(), "logprobs": logprobs.cpu().numpy(),
                "values": values.cpu().numpy(), "final_values": None, "version": self.version}
         cut = batch["cut"]
         if cut is not None and cut.any():
-            final_values = np.zeros(len(x), dtype=np.float32)
-            rows = torch.as_tensor(batch["final_obs"][cut], dtype=torch.float32, device=self.device)
-            final_values[cut] = self.model.value(rows).cpu().numpy()
+            rows = cut if cut.ndim == 1 else cut.any(axis=1)
+            v = self.model.value(to_tensors(obs_ops.take(batch["final_obs"], rows), self.device)).cpu().numpy()
+            final_values = np.zeros(cut.shape, dtype=np.float32)
+            if cut.ndim == 1:
+                final_values[rows] = v
+            else:  # V(s_final) estimate for the cut step: the first column (state of the final obs)
+                final_values[rows] = np.where(cut[rows], v.reshape(len(v), -1)[:, :1], 0.0)
             out["final_values"] = final_values
         return out
 
