@@ -5,29 +5,41 @@ with `eval.video=true`, mp4 videos) to `eval.output_dir` (default: `<run dir>/ev
 
     DIR       a checkpoint directory (`<run>/checkpoints/step_N`) or a run directory (its newest
               complete checkpoint is used)
-    per task  `eval.num_episodes` greedy episodes (argmax / mean action); episode i starts from
-              reset seed `eval.seed + i`, so results do not depend on how many run side by side
-              (`env.num_envs` at a time)
+    tasks     gym / maniskill: `env.id`. libero: every task of the suite `env.id` (or `env.task_ids`),
+              as the LIBERO benchmark protocol does
+    episodes  per task `eval.num_episodes` greedy episodes (argmax / mean action), `env.num_envs` at a
+              time. gym / maniskill: episode i starts from reset seed `eval.seed + i`. libero: episode i
+              starts from the task's fixed init state i (at most 50). Results do not depend on how many
+              run side by side.
     summary   per task: num_episodes, mean_return, return_std, mean_length, success_rate (null when
-              the task reports no success), and every episode's seed / return / length / success
-    videos    the first `eval.num_videos` episodes of each task, rendered with
-              render_mode="rgb_array", task id, step, return and outcome drawn on each frame
+              the task reports no success) and every episode's seed / return / length / success; for
+              libero also the task's instruction and each episode's init state; `overall`: the same
+              over all tasks' episodes
+    videos    the first `eval.num_videos` episodes of each task from `env.render()`, with the task
+              (libero: its instruction), step, return and, on the last frame, the outcome drawn on
+              each frame. Vector envs reset in the step an episode ends, so the last frame repeats
+              the state before the final action.
 
-The evaluation runs in this process (no Ray, no worker groups): the policy is an MLP that steps a
-batch of gymnasium envs on the CPU. The tasks are `env.id` (one task per config today).
+The evaluation runs in this process (no Ray, no worker groups): envs come from
+`rlinf.envs.make_vector_env`, the policy from `rlinf.models.policy.build_policy` with the checkpoint's
+weights. The episode loop only sees observations in and actions out (`Policy`), so any object with
+`act(obs) -> actions` (numpy batches, see `CheckpointPolicy`) can be evaluated with `evaluate(...,
+policy=...)`.
 
 Bad input (missing or incomplete checkpoint, a checkpoint of another model shape or task, unknown
 env id, bad keys) prints one line and exits with code 2 before anything is written.
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 import numpy as np
 
@@ -37,7 +49,20 @@ from rlinf.errors import InputError
 logger = logging.getLogger("rlinf.eval")
 
 MAX_EPISODE_STEPS = 100_000  # guard against tasks without a time limit
-_SUCCESS_KEYS = ("success", "is_success")
+MIN_VIDEO_SIZE = 384  # small camera frames (LIBERO's 128 px) are upscaled so the text stays readable
+
+
+class Policy(Protocol):
+    """What the episode loop needs: a batch of env observations in, a batch of actions out.
+
+    `act(obs)` gets numpy observations [B, ...] (or the dict form of image tasks) and returns actions
+    [B, *action_shape], or [B, C, *action_shape] when `action_chunk` C > 1 (executed open-loop).
+    """
+
+    action_chunk: int
+
+    def act(self, obs: Any) -> np.ndarray:
+        ...
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,128 +85,212 @@ def resolve_checkpoint(path: str) -> Tuple[Path, int, Path]:
     return ckpt, step, run_dir
 
 
-def load_policy(cfg: RLinfConfig, ckpt: Path, obs_dim: int, action_dim: int, discrete: bool):
-    """The checkpoint's MLP actor-critic, checked against the config's model and the task's spaces."""
+def env_spec(env: Any) -> Dict[str, Any]:
+    """What a policy for the vector env's task needs (the `spec` of rlinf.models.policy)."""
+    space = env.observation_space
+    out: Dict[str, Any] = {"obs_dim": env.obs_dim, "action_dim": env.action_dim, "discrete": env.discrete,
+                           "obs_shape": None, "image_shape": None, "state_dim": None,
+                           "action_low": None, "action_high": None}
+    if hasattr(space, "spaces"):  # dict observations: image (+ state, instruction)
+        out["image_shape"] = tuple(space["image"].shape)
+        out["state_dim"] = int(np.prod(space["state"].shape)) if "state" in space.spaces else 0
+    else:
+        out["obs_shape"] = tuple(space.shape)
+    if not env.discrete:
+        out["action_low"] = np.asarray(env.action_space.low, np.float64).reshape(-1).tolist()
+        out["action_high"] = np.asarray(env.action_space.high, np.float64).reshape(-1).tolist()
+    return out
+
+
+class CheckpointPolicy:
+    """A trained actor-critic acting greedily on numpy observation batches."""
+
+    def __init__(self, model):
+        from rlinf.models.policy import chunk_of
+
+        self.model = model.eval()
+        self.action_chunk = chunk_of(model)
+
+    def act(self, obs: Any) -> np.ndarray:
+        import torch
+
+        from rlinf.models.policy import to_tensors
+
+        with torch.no_grad():
+            return self.model.act(to_tensors(obs), greedy=True)[0].cpu().numpy()
+
+
+def load_policy(cfg: RLinfConfig, ckpt: Path, spec: Dict[str, Any]) -> CheckpointPolicy:
+    """The checkpoint's actor-critic, checked against the config's model and the task's spaces."""
     import torch
 
-    from rlinf.models.policy import build_policy, state_spec
+    from rlinf.models.policy import build_policy, policy_spec
 
     meta_file, model_file = ckpt / "actor" / "meta.json", ckpt / "actor" / "model.pt"
     if not meta_file.exists() or not model_file.exists():
         raise InputError("not an embodied checkpoint (actor/meta.json, actor/model.pt missing)", key=str(ckpt))
     saved = json.loads(meta_file.read_text())
-    if cfg.actor.model.kind != "mlp":
-        raise InputError(f"rlinf.eval evaluates mlp policies, got '{cfg.actor.model.kind}'", key="actor.model.kind")
-    expected = {"kind": "mlp", "obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete,
-                "hidden_size": cfg.actor.model.hidden_size, "num_layers": cfg.actor.model.num_layers}
+    expected = json.loads(json.dumps(policy_spec(cfg.actor.model, spec)))  # tuples -> lists, as saved
     if saved.get("model") != expected:
         raise InputError(f"checkpoint holds a {_spec_text(saved.get('model'))} policy"
                          f"{' for ' + saved['env_id'] if saved.get('env_id') else ''}; config and task "
                          f"'{cfg.env.id}' need a {_spec_text(expected)} one", key=str(ckpt))
-    model = build_policy(cfg.actor.model, state_spec(obs_dim, action_dim, discrete), cfg.runner.seed)
+    model = build_policy(cfg.actor.model, spec, cfg.runner.seed)
     try:
         model.load_state_dict(torch.load(model_file, map_location="cpu", weights_only=True), strict=True)
     except (RuntimeError, ValueError, OSError) as e:
         raise InputError(f"cannot load the policy weights: {str(e).splitlines()[0]}", key=str(model_file)) from e
-    return model.eval()
+    return CheckpointPolicy(model)
 
 
 def _spec_text(spec: Optional[Dict[str, Any]]) -> str:
     if not spec:
         return "unknown"
     kind = "discrete" if spec["discrete"] else "continuous"
-    return f"{spec['obs_dim']}->{spec['action_dim']} {kind} ({spec['num_layers']} x {spec['hidden_size']})"
+    return (f"{spec.get('kind', '?')} {spec['obs_dim']}->{spec['action_dim']} {kind} "
+            f"({spec['num_layers']} x {spec['hidden_size']})")
+
+
+# ---- tasks ---------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class EvalTask:
+    name: str  # key in the summary
+    env_cfg: Any  # EnvConfig of one task
+    seed_base: int  # episode i resets with seed seed_base + i
+    info: Dict[str, Any]  # extra summary fields (libero: task_id, instruction)
+    label: str  # drawn on video frames
+
+
+def eval_tasks(cfg: RLinfConfig) -> List[EvalTask]:
+    """The tasks `python -m rlinf.eval` runs for this config (checked; nothing is built yet)."""
+    from rlinf.envs import check_env
+
+    if cfg.env.id is None:
+        raise InputError("rlinf.eval evaluates simulator tasks; the config names none", key="env.id")
+    check_env(cfg.env)
+    if cfg.env.simulator != "libero":
+        return [EvalTask(cfg.env.id, cfg.env, cfg.eval.seed, {}, cfg.env.id)]
+    from rlinf.envs import libero_env
+
+    suite = libero_env.get_suite(cfg.env.id)
+    ids = list(cfg.env.task_ids) if cfg.env.task_ids else list(range(suite.n_tasks))
+    bad = [t for t in ids if not 0 <= t < suite.n_tasks]
+    if bad:
+        raise InputError(f"task ids {bad} are not tasks of {cfg.env.id} (0 .. {suite.n_tasks - 1})",
+                         key="env.task_ids")
+    tasks = []
+    for t in ids:
+        n_init = len(libero_env.load_init_states(suite, t))
+        if cfg.eval.num_episodes > n_init:
+            raise InputError(f"{cfg.env.id} task {t} has {n_init} fixed init states; the LIBERO protocol runs "
+                             f"episode i from init state i, so at most {n_init} episodes", key="eval.num_episodes")
+        task = suite.get_task(t)
+        # episode i starts from init state i: the env's init state for seed s, slot 0, is s mod 50
+        tasks.append(EvalTask(task.name, dataclasses.replace(cfg.env, task_ids=[t]), 0,
+                              {"task_id": t, "instruction": task.language}, task.language))
+    return tasks
 
 
 # ---- episodes ------------------------------------------------------------------------------------
-def _make_env(env_id: str, max_episode_steps: Optional[int], render: bool):
-    import gymnasium as gym
+def run_episodes(policy: Policy, cfg: RLinfConfig, task: EvalTask, out_dir: Optional[Path],
+                 env: Any = None) -> Dict[str, Any]:
+    """`eval.num_episodes` episodes of `task`, `env.num_envs` at a time; videos into out_dir.
 
-    kwargs: Dict[str, Any] = {}
-    if max_episode_steps is not None:
-        kwargs["max_episode_steps"] = max_episode_steps
-    if render:
-        kwargs["render_mode"] = "rgb_array"
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame-rendered tasks: no display needed
-    try:
-        return gym.make(env_id, **kwargs)
-    except gym.error.DependencyNotInstalled as e:  # e.g. pygame for classic-control rendering
-        raise InputError(f"cannot render '{env_id}': {e}", key="eval.video") from e
-
-
-def _success(info: Dict[str, Any]) -> Optional[bool]:
-    for key in _SUCCESS_KEYS:
-        if key in info:
-            return bool(np.asarray(info[key]).any())
-    return None
-
-
-def run_episodes(model, cfg: RLinfConfig, env_id: str, out_dir: Optional[Path]) -> Dict[str, Any]:
-    """`eval.num_episodes` greedy episodes of `env_id`, `env.num_envs` at a time; videos into out_dir."""
-    import torch
+    Slot j of a batch starting at episode `first` is reset with seed `seed_base + first + j`; the vector
+    env auto-resets finished slots, whose later episodes are ignored. `env` (optional) is a vector env of
+    the task with the batch size, reused instead of building one.
+    """
+    from rlinf.envs import make_vector_env
 
     ev = cfg.eval
     n_video = ev.num_videos if ev.video else 0
+    batch = max(1, min(cfg.env.num_envs, ev.num_episodes))
+    env = env if env is not None else make_vector_env(task.env_cfg, batch)
     episodes: List[Dict[str, Any]] = []
     videos: List[str] = []
-    batch = max(1, min(cfg.env.num_envs, ev.num_episodes))
-    for first in range(0, ev.num_episodes, batch):
-        idx = list(range(first, min(first + batch, ev.num_episodes)))
-        envs = [_make_env(env_id, cfg.env.max_episode_steps, i < n_video) for i in idx]
-        try:
-            space = envs[0].action_space
-            discrete = hasattr(space, "n")
-            obs = [np.asarray(env.reset(seed=ev.seed + i)[0], dtype=np.float32) for env, i in zip(envs, idx)]
-            returns, lengths = np.zeros(len(idx)), np.zeros(len(idx), dtype=np.int64)
-            success: List[Optional[bool]] = [None] * len(idx)
-            done = np.zeros(len(idx), dtype=bool)
-            frames: Dict[int, list] = {j: [] for j, i in enumerate(idx) if i < n_video}
-            for j in frames:
-                frames[j].append(_annotate(envs[j].render(), env_id, idx[j], 0, 0.0, None))
-            for _ in range(MAX_EPISODE_STEPS):
-                live = np.flatnonzero(~done)
-                if not len(live):
-                    break
-                with torch.no_grad():
-                    x = torch.as_tensor(np.stack([obs[j] for j in live]), dtype=torch.float32)
-                    actions = model.act(x, greedy=True)[0].numpy()
-                for j, a in zip(live, actions):
-                    if discrete:
-                        a = int(a)
-                    else:
-                        a = np.clip(a.reshape(space.shape), space.low, space.high).astype(space.dtype)
-                    o, r, term, trunc, info = envs[j].step(a)
-                    obs[j] = np.asarray(o, dtype=np.float32)
-                    returns[j] += float(r)
-                    lengths[j] += 1
-                    if term or trunc:
-                        done[j] = True
-                        success[j] = _success(info)
-                    if j in frames:
-                        outcome = _outcome(success[j], bool(term), bool(trunc)) if done[j] else None
-                        frames[j].append(_annotate(envs[j].render(), env_id, idx[j], int(lengths[j]),
-                                                   float(returns[j]), outcome))
-            else:
-                raise RuntimeError(f"{env_id}: episodes did not end within {MAX_EPISODE_STEPS} steps")
-            for j, i in enumerate(idx):
-                episodes.append({"seed": ev.seed + i, "return": float(returns[j]), "length": int(lengths[j]),
-                                 "success": success[j]})
+    try:
+        fps = int(getattr(env, "metadata", {}).get("render_fps") or 30)
+        for first in range(0, ev.num_episodes, batch):
+            n = min(batch, ev.num_episodes - first)
+            results, frames = _run_batch(policy, env, task, first, n, n_video)
+            episodes += results
             for j, fr in frames.items():
-                path = out_dir / f"{_safe(env_id)}_episode{idx[j]:03d}.mp4"
-                fps = int(envs[j].metadata.get("render_fps") or 30)
+                path = out_dir / f"{_safe(task.name)}_episode{first + j:03d}.mp4"
                 _write_video(path, fr, fps)
                 videos.append(str(path))
-        finally:
-            for env in envs:
-                env.close()
+    finally:
+        env.close()
+    summary = _stats(episodes)
+    summary.update(task.info)
+    summary.update({"episodes": episodes, "videos": videos})
+    return summary
+
+
+def _run_batch(policy: Policy, env: Any, task: EvalTask, first: int, n: int,
+               n_video: int) -> Tuple[List[Dict[str, Any]], Dict[int, List[np.ndarray]]]:
+    """Episodes first .. first + n - 1 in slots 0 .. n - 1 (until each slot's first episode ends)."""
+    seed = task.seed_base + first
+    obs = env.reset(seed=seed)
+    live = np.zeros(env.num_envs, dtype=bool)
+    live[:n] = True
+    records: List[Dict[str, Any]] = [{} for _ in range(n)]
+    frames: Dict[int, List[np.ndarray]] = {j: [] for j in range(n) if first + j < n_video}
+    last: Dict[int, np.ndarray] = {}  # latest raw frame of each recorded slot
+    returns = np.zeros(env.num_envs)
+    if frames:
+        shot = _render(env)
+        for j in frames:
+            last[j] = shot[j]
+            frames[j].append(_annotate(shot[j], task.label, first + j, 0, 0.0, None))
+    chunk = max(1, int(getattr(policy, "action_chunk", 1)))
+    pending = None
+    for t in range(MAX_EPISODE_STEPS):
+        if not live.any():
+            break
+        if t % chunk == 0:
+            pending = np.asarray(policy.act(obs))
+        actions = pending if chunk == 1 else pending[:, t % chunk]
+        obs, rewards, terminated, _, info = env.step(actions)
+        returns += rewards
+        shot = _render(env) if any(live[j] for j in frames) else None
+        for j in np.flatnonzero(live):
+            done = bool(info["done"][j])
+            success = bool(info["success"][j]) if info["has_success"] else None
+            length = int(info["episode_length"][j]) if done else t + 1
+            if done:
+                live[j] = False
+                records[j] = {"seed": seed + int(j), "return": float(info["episode_return"][j]), "length": length,
+                              "success": success}
+                if "task_id" in task.info:  # libero: episode i ran from init state i
+                    records[j]["init_state"] = seed + int(j)
+            if j in frames:
+                if not done:  # a finished slot already shows its next episode: repeat its last frame
+                    last[j] = shot[j]
+                outcome = _outcome(success, bool(terminated[j])) if done else None
+                frames[j].append(_annotate(last[j], task.label, first + int(j), length, float(returns[j]), outcome))
+    else:
+        raise RuntimeError(f"{task.name}: episodes did not end within {MAX_EPISODE_STEPS} steps")
+    return records, frames
+
+
+def _render(env: Any) -> np.ndarray:
+    import gymnasium as gym
+
+    try:
+        return env.render()
+    except gym.error.DependencyNotInstalled as e:  # e.g. pygame for classic-control rendering
+        raise InputError(f"cannot render '{getattr(env, 'env_id', '?')}': {e}", key="eval.video") from e
+
+
+def _stats(episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
     rets = [e["return"] for e in episodes]
     succ = [e["success"] for e in episodes if e["success"] is not None]
     return {"num_episodes": len(episodes), "mean_return": float(np.mean(rets)), "return_std": float(np.std(rets)),
             "mean_length": float(np.mean([e["length"] for e in episodes])),
-            "success_rate": float(np.mean(succ)) if succ else None, "episodes": episodes, "videos": videos}
+            "success_rate": float(np.mean(succ)) if succ else None}
 
 
-def _outcome(success: Optional[bool], terminated: bool, truncated: bool) -> str:
+def _outcome(success: Optional[bool], terminated: bool) -> str:
     if success is not None:
         return "SUCCESS" if success else "FAILURE"
     return "terminated" if terminated else "time limit"
@@ -192,17 +301,23 @@ def _safe(name: str) -> str:
 
 
 # ---- video ---------------------------------------------------------------------------------------
-def _annotate(frame, env_id: str, episode: int, step: int, ret: float, outcome: Optional[str]) -> np.ndarray:
-    """The frame with task id, episode, step, return (and, on the last frame, the outcome) drawn on it."""
+def _annotate(frame, label: str, episode: int, step: int, ret: float, outcome: Optional[str]) -> np.ndarray:
+    """The frame (upscaled when small) with the task label (wrapped), episode, step, return and, on the
+    last frame, the outcome drawn on it."""
     from PIL import Image, ImageDraw, ImageFont
 
     img = Image.fromarray(np.asarray(frame, dtype=np.uint8))
+    if min(img.size) < MIN_VIDEO_SIZE:
+        scale = -(-MIN_VIDEO_SIZE // min(img.size))
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     draw = ImageDraw.Draw(img)
+    size = max(12, img.height // 25)
     try:
-        font = ImageFont.load_default(size=max(12, img.height // 25))
+        font = ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
         font = ImageFont.load_default()
-    lines = [f"{env_id}  episode {episode}", f"step {step}  return {ret:.1f}"]
+    width = max(10, int(img.width / (0.6 * size)) - 2)
+    lines = textwrap.wrap(label, width) + [f"episode {episode}  step {step}  return {ret:.1f}"]
     if outcome is not None:
         lines.append(outcome)
     y = 4
@@ -228,40 +343,50 @@ def _write_video(path: Path, frames: List[np.ndarray], fps: int) -> None:
 
 
 # ---- entry point ---------------------------------------------------------------------------------
-def evaluate(cfg: RLinfConfig, checkpoint: str, config_path: str = "") -> Dict[str, Any]:
-    """Evaluate the checkpoint; returns the summary (also written to <output_dir>/eval_summary.json)."""
+def evaluate(cfg: RLinfConfig, checkpoint: Optional[str], config_path: str = "",
+             policy: Optional[Policy] = None) -> Dict[str, Any]:
+    """Evaluate the checkpoint (or `policy`, then `checkpoint` may be None and eval.output_dir must be
+    set); returns the summary (also written to <output_dir>/eval_summary.json)."""
     import torch
 
-    from rlinf.envs.gym_env import GymVectorEnv, check_env_id
+    from rlinf.envs import make_vector_env
 
     torch.set_num_threads(cfg.cluster.threads_per_worker)
-    if cfg.env.id is None:
-        raise InputError("rlinf.eval evaluates simulator tasks; the config names none", key="env.id")
-    tasks = [cfg.env.id]
-    for task in tasks:
-        check_env_id(task)
-    ckpt, step, run_dir = resolve_checkpoint(checkpoint)
-    policies = {}
-    for task in tasks:  # load and check everything before anything is written
-        probe = GymVectorEnv(task, 1, cfg.env.max_episode_steps)
-        try:
-            policies[task] = load_policy(cfg, ckpt, probe.obs_dim, probe.action_dim, probe.discrete)
-        finally:
-            probe.close()
-    out_dir = Path(cfg.eval.output_dir) if cfg.eval.output_dir else run_dir / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.eval.video:
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame-rendered tasks: no display needed
+    tasks = eval_tasks(cfg)
+    ckpt, step, run_dir = resolve_checkpoint(checkpoint) if checkpoint is not None else (None, None, None)
+    if run_dir is None and not cfg.eval.output_dir:
+        raise InputError("evaluating a policy without a checkpoint needs an output directory", key="eval.output_dir")
+    batch = max(1, min(cfg.env.num_envs, cfg.eval.num_episodes))
+    first_env = make_vector_env(tasks[0].env_cfg, batch)  # checks the policy against the task before writing
+    try:
+        if policy is None:
+            policy = load_policy(cfg, ckpt, env_spec(first_env))
+        out_dir = (Path(cfg.eval.output_dir) if cfg.eval.output_dir
+                   else run_dir / f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        first_env.close()
+        raise
     t0 = time.time()
     results = {}
-    for task in tasks:
-        logger.info("evaluating %s: %d episodes", task, cfg.eval.num_episodes)
-        results[task] = run_episodes(policies[task], cfg, task, out_dir)
-        logger.info("%s: mean return %.2f, mean length %.1f, success rate %s", task, results[task]["mean_return"],
-                    results[task]["mean_length"], results[task]["success_rate"])
-    summary = {"checkpoint": str(ckpt), "step": step, "config": config_path, "seed": cfg.eval.seed,
+    for k, task in enumerate(tasks):
+        logger.info("evaluating %s: %d episodes", task.name, cfg.eval.num_episodes)
+        results[task.name] = run_episodes(policy, cfg, task, out_dir, env=first_env if k == 0 else None)
+        logger.info("%s: mean return %.2f, mean length %.1f, success rate %s", task.name,
+                    results[task.name]["mean_return"], results[task.name]["mean_length"],
+                    results[task.name]["success_rate"])
+    all_episodes = [e for r in results.values() for e in r["episodes"]]
+    summary = {"checkpoint": str(ckpt) if ckpt else None, "step": step, "config": config_path,
+               "simulator": cfg.env.simulator, "env_id": cfg.env.id, "seed": cfg.eval.seed,
                "num_episodes": cfg.eval.num_episodes, "greedy": True, "tasks": results,
-               "videos": [v for r in results.values() for v in r["videos"]], "wall_time_s": time.time() - t0}
+               "overall": _stats(all_episodes), "videos": [v for r in results.values() for v in r["videos"]],
+               "wall_time_s": time.time() - t0}
+    if cfg.env.simulator == "libero":
+        summary["protocol"] = "LIBERO: every task of the suite, episode i from the task's fixed init state i"
     (out_dir / "eval_summary.json").write_text(json.dumps(summary, indent=2))
-    logger.info("wrote %s", out_dir / "eval_summary.json")
+    logger.info("wrote %s (overall success rate %s)", out_dir / "eval_summary.json", summary["overall"]["success_rate"])
     summary["output_dir"] = str(out_dir)
     return summary
 

@@ -64,7 +64,8 @@ class GymVectorEnv:
         check_env_id(env_id)
         if num_envs < 1:
             raise InputError(f"need at least one environment, got {num_envs}", key="env.num_envs")
-        kwargs: Dict[str, Any] = {}
+        # rgb_array rendering is lazy (a frame is drawn only when render() asks), so every env gets it
+        kwargs: Dict[str, Any] = {"render_mode": "rgb_array"}
         if max_episode_steps is not None:
             kwargs["max_episode_steps"] = max_episode_steps
         self.env_id, self.num_envs = env_id, num_envs
@@ -167,6 +168,15 @@ class GymVectorEnv:
                 layer = getattr(layer, "env", None)
         self._returns[:] = _decode(state["returns"])
         self._lengths[:] = _decode(state["lengths"])
+
+    def render(self) -> np.ndarray:
+        """Every env's current frame (render_mode rgb_array), uint8 [N, H, W, 3], for videos."""
+        return np.stack([np.asarray(frame, dtype=np.uint8) for frame in self.envs.call("render")])
+
+    @property
+    def metadata(self) -> Dict[str, Any]:
+        """The task's gymnasium metadata (render_fps for videos)."""
+        return self.envs.metadata
 
     def close(self) -> None:
         self.envs.close()
