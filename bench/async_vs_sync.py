@@ -27,7 +27,7 @@ WARMUP = 3
 WORKLOADS = {
     "grpo_arith": ("configs/grpo_arith_async.yaml", 200, 20, "reward/mean", "accuracy", []),
     # the sync baseline is the sync recipe: no decoupled PPO
-    "cartpole_mlp": ("configs/ppo_cartpole_mlp_async.yaml", 150, 20, "env/reward_mean", "return",
+    "cartpole_mlp": ("configs/ppo_cartpole_mlp_async.yaml", 150, 20, "env/return", "return",
                      ["algorithm.off_policy_correction=none"]),
 }
 
