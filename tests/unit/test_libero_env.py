@@ -77,6 +77,22 @@ def test_time_limit_truncates_and_resets_in_the_same_step(env):
     assert np.abs(info["final_obs"]["state"] - obs["state"]).max() > 1e-4  # obs is the new episode's
 
 
+def test_goal_reached_terminates_with_success_and_reward(env):
+    env.reset(seed=0)
+    task = env.envs[0].env  # slot 0: task 0, goal (On akita_black_bowl_1 plate_1)
+    bowl, plate = task.objects_dict["akita_black_bowl_1"], task.objects_dict["plate_1"]
+    above_plate = task.sim.data.body_xpos[task.sim.model.body_name2id(plate.root_body)] + [0.0, 0.0, 0.03]
+    task.sim.data.set_joint_qpos(bowl.joints[-1], np.concatenate([above_plate, [1.0, 0.0, 0.0, 0.0]]))
+    task.sim.forward()
+    for _ in range(MAX_STEPS):
+        obs, rewards, terminated, truncated, info = env.step(np.zeros((2, 7)))
+        if info["done"][0]:
+            break
+    assert terminated[0] and not truncated[0] and info["success"][0] and rewards[0] == 1.0
+    assert info["episode_return"][0] == 1.0 and 1 <= info["episode_length"][0] < MAX_STEPS
+    assert not info["success"][1]
+
+
 def test_state_capture_restores_the_simulation(env):
     env.reset(seed=1)
     env.step(np.zeros((2, 7)))
