@@ -25,6 +25,7 @@ with MS_SKIP_ASSET_DOWNLOAD_PROMPT=1, download them; rlinf never downloads at ru
 
 import difflib
 import gc
+import importlib
 import logging
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -55,7 +56,7 @@ def instruction(env_id: str) -> str:
 
 
 def _registered() -> Dict[str, Any]:
-    import mani_skill.envs  # noqa: F401  (importing registers the tasks)
+    importlib.import_module("mani_skill.envs")  # importing registers the tasks
     from mani_skill.utils.registration import REGISTERED_ENVS
 
     return REGISTERED_ENVS
@@ -190,6 +191,11 @@ class ManiSkillVectorEnv:
             "image": gym.spaces.Box(0, 255, (h, w, 3), np.uint8),
             "state": gym.spaces.Box(-np.inf, np.inf, raw_space["state"].shape, np.float32),
         })
+
+    @property
+    def metadata(self) -> Dict[str, Any]:
+        """`render_fps`: the task's control frequency (videos play in real time)."""
+        return {"render_fps": int(self._bases()[0].control_freq)}
 
     @property
     def obs_dim(self) -> int:
