@@ -5,8 +5,8 @@ of the vector env runs task `env.task_ids[j mod len]` (default: task j mod 10) o
 from the task's BDDL file with LIBERO's `OffScreenRenderEnv` (robosuite, MuJoCo offscreen rendering).
 
 Episodes start from the task's fixed init states (50 per task, shipped with the package): after
-`reset(seed=s)` slot j's k-th episode starts from init state `(s + j + k * num_envs) mod 50`, so an
-evaluation that resets one slot per episode with seed i runs episode i from init state i (the LIBERO
+`reset(seed=s)` slot j's k-th episode starts from init state `(s + j + k * num_envs) mod 50` (with per-slot
+seeds `reset(seed=[s_0, ..])`: `(s_j + k * num_envs) mod 50`), so an evaluation that resets one slot per episode with seed i runs episode i from init state i (the LIBERO
 benchmark protocol). After the init state is applied, `SETTLE_STEPS` no-op steps (gripper open) let the
 objects come to rest, as LIBERO evaluations do; they are not counted in the episode.
 
@@ -31,7 +31,7 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -189,6 +189,7 @@ class LiberoVectorEnv:
             self.close()
             raise
         self._base = 0
+        self._slot_offsets = list(range(num_envs))  # slot j: init state base + offset_j (+ k * num_envs)
         self._episodes = np.zeros(num_envs, dtype=np.int64)  # episodes started per slot since reset(seed)
         self._init_ids = np.zeros(num_envs, dtype=np.int64)
         self._returns = np.zeros(num_envs, dtype=np.float64)
@@ -230,7 +231,7 @@ class LiberoVectorEnv:
         """Reset slot j to its next init state and let the scene settle."""
         env = self.envs[j]
         init = self.init_states[j]
-        self._init_ids[j] = (self._base + j + self._episodes[j] * self.num_envs) % len(init)
+        self._init_ids[j] = (self._base + self._slot_offsets[j] + self._episodes[j] * self.num_envs) % len(init)
         self._episodes[j] += 1
         # LIBERO re-samples fixture poses (cabinets, stoves: model.body_pos, not in the init state) with numpy's
         # global RNG at every reset; seeding it per (task, init state) makes an episode's scene a function of
@@ -254,11 +255,17 @@ class LiberoVectorEnv:
         self._returns[j], self._lengths[j] = 0.0, 0
         return self._convert(j, raw)
 
-    def reset(self, seed: Optional[int] = None) -> Dict[str, np.ndarray]:
+    def reset(self, seed: Optional[Union[int, List[int]]] = None) -> Dict[str, np.ndarray]:
         """Start an episode in every slot; with `seed`, slot j starts from init state (seed + j) mod 50
-        and its later episodes advance by num_envs."""
-        if seed is not None:
-            self._base = int(seed)
+        and its later episodes advance by num_envs. A list of per-slot seeds starts slot j from init state
+        seed[j] mod 50 (GRPO groups share one)."""
+        if isinstance(seed, (list, tuple)):
+            if len(seed) != self.num_envs:
+                raise ValueError(f"{len(seed)} seeds for {self.num_envs} env slots")
+            self._base, self._slot_offsets = 0, [int(s) for s in seed]
+            self._episodes[:] = 0
+        elif seed is not None:
+            self._base, self._slot_offsets = int(seed), list(range(self.num_envs))
             self._episodes[:] = 0
         return self._batch([self._start_episode(j) for j in range(self.num_envs)])
 
@@ -314,7 +321,8 @@ class LiberoVectorEnv:
                 "timesteps": [int(env.env.timestep) for env in self.envs],
                 "grippers": [[r.gripper.current_action.tolist() for r in env.robots] for env in self.envs],
                 "body_poses": [[env.sim.model.body_pos.tolist(), env.sim.model.body_quat.tolist()] for env in self.envs],
-                "base": self._base, "episodes": self._episodes.tolist(), "init_ids": self._init_ids.tolist(),
+                "base": self._base, "slot_offsets": list(self._slot_offsets), "episodes": self._episodes.tolist(),
+                "init_ids": self._init_ids.tolist(),
                 "returns": self._returns.tolist(), "lengths": self._lengths.tolist(), "complete": False}
 
     def set_state(self, state: Dict[str, Any]) -> None:
@@ -329,7 +337,7 @@ class LiberoVectorEnv:
             for robot, command in zip(env.robots, state["grippers"][j]):
                 robot.gripper.current_action = np.asarray(command, dtype=np.float64)
             self._convert(j, raw)
-        self._base = state["base"]
+        self._base, self._slot_offsets = state["base"], list(state["slot_offsets"])
         self._episodes[:] = state["episodes"]
         self._init_ids[:] = state["init_ids"]
         self._returns[:] = state["returns"]

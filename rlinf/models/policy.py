@@ -87,11 +87,11 @@ def to_tensors(obs: Union[np.ndarray, Dict[str, np.ndarray]], device: Any = "cpu
             if k == "instruction":
                 out[k] = [str(s) for s in np.asarray(v).reshape(-1)]
             elif k == "image":
-                out[k] = torch.as_tensor(np.ascontiguousarray(v), dtype=torch.uint8, device=device)
+                out[k] = torch.as_tensor(np.require(v, requirements=['C', 'W']), dtype=torch.uint8, device=device)
             else:
-                out[k] = torch.as_tensor(np.ascontiguousarray(v), dtype=torch.float32, device=device)
+                out[k] = torch.as_tensor(np.require(v, requirements=['C', 'W']), dtype=torch.float32, device=device)
         return out
-    return torch.as_tensor(np.ascontiguousarray(obs), dtype=torch.float32, device=device)
+    return torch.as_tensor(np.require(obs, requirements=['C', 'W']), dtype=torch.float32, device=device)
 
 
 def flatten_steps(obs: Union[np.ndarray, Dict[str, np.ndarray]], n: int, T: int):

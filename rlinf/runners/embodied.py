@@ -108,6 +108,17 @@ def validate(cfg: RLinfConfig, placement: Placement) -> None:
         if (n_envs // n_actor) % algo.group_size:
             raise InputError(f"the {n_envs // n_actor} envs of each actor rank do not split into groups of "
                              f"{algo.group_size}", key="algorithm.group_size")
+        per_stage = env.num_envs // stages
+        if per_stage % algo.group_size:
+            raise InputError(f"the {per_stage} envs of a pipeline stage do not split into groups of {algo.group_size}",
+                             key="algorithm.group_size")
+        if env.simulator == "libero":  # slot j runs task task_ids[j mod len]: a group must run one task
+            tasks = list(env.task_ids) if env.task_ids else list(range(10))
+            slot_task = [tasks[j % len(tasks)] for j in range(per_stage)]
+            if any(slot_task[j] != slot_task[j - j % algo.group_size] for j in range(per_stage)):
+                raise InputError(f"the envs of a group must run one task (slot j runs task_ids[j mod "
+                                 f"{len(tasks)}]): repeat each task id group_size = {algo.group_size} times",
+                                 key="env.task_ids")
         if env.max_episode_steps is None or env.max_episode_steps > env.rollout_steps:
             raise InputError("group estimators score whole episodes: set env.max_episode_steps <= env.rollout_steps "
                              f"({env.rollout_steps})", key="env.max_episode_steps")
@@ -252,8 +263,8 @@ class EmbodiedWorkflow(WeightSyncMixin):
 
     def train(self, rollout: Dict) -> Dict[str, float]:
         batch, episodes = rollout["batch"], rollout["episodes"]
-        n, T = batch["rewards"].shape
-        shards = [{key: value[idx] for key, value in batch.items()}
+        n, T = batch["rewards"].shape[:2]  # envs x decisions
+        shards = [{key: obs_ops.take(value, idx) for key, value in batch.items()}
                   for idx in np.array_split(np.arange(n), self.actor.size)]
         t0 = time.time()
         with self.phase("train"):
