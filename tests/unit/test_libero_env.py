@@ -60,6 +60,8 @@ def test_init_states_follow_the_seed(env):
     c = env.reset(seed=5)
     assert env.get_state()["init_ids"] == [5, 6]
     assert np.abs(a["image"].astype(int) - c["image"].astype(int)).mean() > 0.5  # objects elsewhere
+    env.reset(seed=[7, 7])  # per-slot seeds (GRPO groups share an init state)
+    assert env.get_state()["init_ids"] == [7, 7]
 
 
 def test_time_limit_truncates_and_resets_in_the_same_step(env):
