@@ -16,7 +16,8 @@ rows are flipped here; OpenVLA-style checkpoints were trained on images rotated 
 finger positions 2), "instruction": object [N] of the benchmark's language strings}. Actions: 7-dim
 delta end-effector pose (OSC_POSE: xyz, axis-angle) + gripper (-1 open, +1 close), clipped to [-1, 1].
 
-Rewards are LIBERO's sparse ones (1 on the success step). An episode terminates when the task's goal
+`info` follows the GymVectorEnv contract and adds `init_state` [N], the init state index of each slot's
+running episode. Rewards are LIBERO's sparse ones (1 on the success step). An episode terminates when the task's goal
 predicates hold (`success`) and truncates at `env.max_episode_steps` (default: the step budgets LIBERO
 evaluations use per suite, `MAX_EPISODE_STEPS`).
 
@@ -53,8 +54,10 @@ _SETTLE_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
 
 
 def check_env_id(env_id: str) -> None:
-    """Raise `InputError(key="env.id")` for anything but the four suites (with close matches)."""
+    """Raise `InputError(key="env.id")` for anything but the four suites (with close matches), and
+    `InputError(key="env.simulator")` when LIBERO's scene assets are not installed."""
     if env_id in SUITES:
+        assets_dir()
         return
     close = difflib.get_close_matches(env_id, SUITES, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else f" (one of {', '.join(SUITES)})"
