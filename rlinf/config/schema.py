@@ -112,6 +112,12 @@ class ModelConfig:
                                  min=1)
     cnn_channels: List[int] = _f(help="CNN policy: channels of its three conv layers (Nature-CNN kernels 8/4/3, "
                                  "strides 4/2/1).", factory=lambda: [16, 32, 32])
+    trust_remote_code: bool = _f(False, "VLA with `path`: run the modelling code shipped inside the local checkpoint "
+                                 "directory (OpenVLA / OpenVLA-OFT checkpoints define their model classes there); "
+                                 "nothing is downloaded.")
+    unnorm_key: Optional[str] = _f(None, "VLA with `path`: the dataset key of the checkpoint's action norm_stats "
+                                   "(e.g. libero_spatial_no_noops) that maps its [-1, 1] bins to env actions; null: "
+                                   "the only key, or bins used as actions directly.")
 
 
 @dataclass

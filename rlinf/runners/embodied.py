@@ -90,6 +90,10 @@ def validate(cfg: RLinfConfig, placement: Placement) -> None:
     if algo.logprob_level == "chunk" and C > 1 and (algo.max_staleness > 0 or algo.off_policy_correction == "tis"):
         raise InputError("decoupled PPO / truncated IS weights are per action: use algorithm.logprob_level=action",
                          key="algorithm.logprob_level")
+    if model.kind == "vla" and model.path is not None:
+        from rlinf.models.openvla import check_checkpoint_dir
+
+        check_checkpoint_dir(model)
     if model.kind == "vla" and model.path is None and env.image_size % model.patch_size:
         raise InputError(f"env.image_size {env.image_size} is not a multiple of the patch size {model.patch_size}",
                          key="actor.model.patch_size")

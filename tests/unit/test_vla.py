@@ -187,3 +187,48 @@ def test_env_worker_steps_a_chunk_open_loop_and_shares_group_seeds():
     assert out["mask"].tolist() == [[True, False]] * 2 and out["rewards"].tolist() == [[1, 0], [1, 0]]
     assert out["truncated"].tolist() == [[True, False]] * 2 and out["final_obs"] is not None
     assert sorted(out["episode_envs"]) == [0, 1] and out["episode_returns"] == [3.0, 3.0]
+
+
+@pytest.mark.parametrize("config", ["configs/gpu/ppo_maniskill_openvla_oft.yaml",
+                                    "configs/gpu/grpo_libero_spatial_openvla_oft.yaml"])
+def test_gpu_openvla_configs_validate_except_for_the_model_path(config, tmp_path):
+    """The GPU recipes pass the embodied checks before any worker starts; only the placeholder path fails."""
+    from rlinf.config import load_config
+    from rlinf.placement import build_placement
+    from rlinf.runners.components import components_for
+    from rlinf.runners.embodied import validate
+
+    cfg = load_config(config, [])
+    placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
+                                cfg.rollout.pipeline_stages, components_for(cfg))
+    with pytest.raises(InputError) as e:
+        validate(cfg, placement)
+    assert e.value.key == "actor.model.path"
+    validate(load_config(config, [f"actor.model.path={tmp_path}"]), placement)
+    with pytest.raises(InputError) as e:  # remote code is opt-in
+        validate(load_config(config, [f"actor.model.path={tmp_path}", "actor.model.trust_remote_code=false"]),
+                 placement)
+    assert e.value.key == "actor.model.trust_remote_code"
+
+
+@pytest.mark.parametrize("override,key", [
+    ("actor.model.action_chunk=3", "env.rollout_steps"),                  # 20 steps are not whole chunks of 3
+    ("algorithm.reward_level=action", "algorithm.logprob_level"),          # with logprob_level chunk below
+    ("actor.model.kind=mlp", "actor.model.kind"),                          # rgb observations
+    ("algorithm.adv_estimator=grpo", "algorithm.group_size"),             # 8 envs are not groups of 3
+    ("actor.model.patch_size=24", "actor.model.patch_size"),              # 64 px is not whole patches
+])
+def test_embodied_vla_config_checks_name_the_key(override, key):
+    from rlinf.config import load_config
+    from rlinf.placement import build_placement
+    from rlinf.runners.components import components_for
+    from rlinf.runners.embodied import validate
+
+    base = ["algorithm.logprob_level=chunk", "algorithm.group_size=3"]
+    cfg = load_config("configs/ppo_maniskill_tinyvla.yaml", base + [override])
+    placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
+                                cfg.rollout.pipeline_stages, components_for(cfg))
+    with pytest.raises(InputError) as e:
+        validate(cfg, placement)
+    assert e.value.key == key
+    validate(load_config("configs/ppo_maniskill_tinyvla.yaml", base), placement)
