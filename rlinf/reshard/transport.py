@@ -34,6 +34,8 @@ before the rollout switches (staleness >= 2); the copy costs one memcpy of the r
 the rollout, between requests. Publish and apply of one target must not overlap (the source would
 write the staging arena during the copy): `rlinf.runners.weight_sync.WeightSync` serialises them
 with one lock, and `apply(version)` first waits until the receiver has the whole of `version`.
+The receiver thread serves its link until the process ends (a pending gloo receive cannot be
+cancelled), so a link carries at most one staged target per target rank.
 
 Deadlock freedom: every rank posts its operations in one global order, (round k, source, target),
 and waits on them oldest first. The globally earliest unfinished operation has then been posted by
@@ -300,6 +302,7 @@ class ReshardTarget:
             self.live = torch.zeros(nbytes, dtype=torch.uint8, device=worker.device)
             self.tensors = _views(self.live, plan, self.rank)
             self.staged_version = -1
+            self._receiving: Optional[int] = None  # version whose buckets are arriving
             self._error: Optional[BaseException] = None
             self._arrived = threading.Condition()
             self._receiver = threading.Thread(target=self._receive_loop, name=f"reshard-recv-{self.rank}", daemon=True)
@@ -310,14 +313,19 @@ class ReshardTarget:
         once a header arrives the usual per-message timeout applies)."""
         try:
             while not self._closed():
-                version = self.recv(header_timeout=timedelta(days=365))
+                version = self.recv(header_timeout=timedelta(days=365), on_header=self._begin)
                 with self._arrived:
-                    self.staged_version = version
+                    self.staged_version, self._receiving = version, None
                     self._arrived.notify_all()
         except BaseException as e:  # reported by the next apply()
             with self._arrived:
                 self._error = e
                 self._arrived.notify_all()
+
+    def _begin(self, version: int) -> None:
+        """Before any bucket is written: mark the staging arena busy (waits for a running apply)."""
+        with self._arrived:
+            self._receiving = version
 
     def _closed(self) -> bool:
         return getattr(self, "_is_closed", False)
@@ -330,7 +338,8 @@ class ReshardTarget:
             raise RuntimeError("apply() is for staged targets; call recv()")
         timeout = self.link.timeout.total_seconds() if timeout_s is None else timeout_s
         with self._arrived:
-            if not self._arrived.wait_for(lambda: self.staged_version >= version or self._error is not None, timeout):
+            done = lambda: (self.staged_version >= version and self._receiving is None) or self._error is not None
+            if not self._arrived.wait_for(done, timeout):
                 raise TimeoutError(f"reshard target rank {self.rank}: version {version} not received in {timeout} s "
                                    f"(have {self.staged_version})")
             if self._error is not None:
@@ -350,7 +359,8 @@ class ReshardTarget:
 
     @torch.no_grad()
     def recv(self, version: Optional[int] = None,
-             on_bucket: Optional[Callable[[int, int], None]] = None, header_timeout: Optional[timedelta] = None) -> int:
+             on_bucket: Optional[Callable[[int, int], None]] = None, header_timeout: Optional[timedelta] = None,
+             on_header: Optional[Callable[[int], None]] = None) -> int:
         """Receive one sync from every source that holds part of this rank's slice; returns the version.
 
         `version` (optional) is checked against what the sources sent; `on_bucket(src, k)` is called
@@ -366,6 +376,8 @@ class ReshardTarget:
             raise RuntimeError(f"reshard target rank {self.rank}: sources use a different plan")
         if len(versions) > 1 or (version is not None and versions and versions != {version}):
             raise RuntimeError(f"reshard target rank {self.rank}: versions {sorted(versions)}, expected {version}")
+        if on_header is not None:
+            on_header(versions.copy().pop() if versions else -1)
         bucketed = [(src, self.rank) for src in self.sources if not got[src][2]]
         key = frozenset(bucketed)
         if key not in self._schedules:

@@ -114,10 +114,14 @@ class ReshardTargetWorker(Worker):
         super().__init__()
         self.targets: Dict[str, ReshardTarget] = {}
 
-    def make_target(self, key: str, plan, peer: str, colocated: bool, bucket_mb: float, timeout_s: float = 60.0):
+    def make_target(self, key: str, plan, peer: str, colocated: bool, bucket_mb: float, timeout_s: float = 60.0,
+                    staged: bool = False):
         self.targets[key] = ReshardTarget(plan, self, peer, colocated=colocated, bucket_mb=bucket_mb,
-                                          timeout_s=timeout_s)
+                                          timeout_s=timeout_s, staged=staged)
         return self.targets[key].handle()
+
+    def apply(self, key: str, version: int, timeout_s: float = 30.0) -> int:
+        return self.targets[key].apply(version, timeout_s)
 
     def recv(self, key: str, version: Optional[int] = None, die_after: Optional[int] = None) -> int:
         def maybe_die(src, k):

@@ -102,3 +102,39 @@ def test_target_dying_mid_sync_is_reported(cluster, groups):
         dying.shutdown(timeout=20)
     # the source ranks are free again (their sends failed or timed out instead of hanging)
     assert src.call("full_state").wait(timeout=30)[0]
+
+
+@pytest.mark.parametrize("mode", ["colocated", "disaggregated"])
+def test_staged_target_switches_weights_only_in_apply(cluster, mode):
+    """Staged targets (async schedule): a sync is delivered with no call on the target side and leaves
+    the weights the model reads untouched; `apply` switches them to exactly the published version."""
+    # Own groups: a staged target's receiver thread serves its link until the process ends.
+    src = WorkerGroup(cluster, ReshardSourceWorker, f"st_src_{mode}", [0, 1], args=(2,))
+    tgt = WorkerGroup(cluster, ReshardTargetWorker, f"st_tgt_{mode}", [2, 3])
+    try:
+        src.call("setup").wait()
+        src.link(tgt)
+        plan = src.call("make_source", "s", tgt.name, 2, 1, 0.002).wait()[0]
+        handles = tgt.call("make_target", "s", plan, src.name, mode == "colocated", 0.002, staged=True).wait()
+        src.call("attach", "s", handles).wait()
+        before = tgt.call("tensors", "s").wait()
+        assert src.call("send", "s", 1).wait() == [1, 1]  # delivered while the targets run nothing
+        for held, was in zip(tgt.call("tensors", "s").wait(), before):
+            assert all(torch.equal(held[n], was[n]) for n in was)
+        assert tgt.call("apply", "s", 1).wait() == [1, 1]
+        full = src.call("full_state").wait()[0]
+        for dst, tensors in enumerate(tgt.call("tensors", "s").wait()):
+            assert all(torch.equal(v, _slice(full, plan, n, dst)) for n, v in tensors.items())
+        src.call("perturb", 0.1).wait()
+        assert src.call("send", "s", 2).wait() == [2, 2]
+        assert tgt.call("apply", "s", 2).wait() == [2, 2]  # waits until all of version 2 has arrived
+        full = src.call("full_state").wait()[0]
+        for dst, tensors in enumerate(tgt.call("tensors", "s").wait()):
+            assert all(torch.equal(v, _slice(full, plan, n, dst)) for n, v in tensors.items())
+        with pytest.raises(Exception, match="staging holds version 2"):  # asked for another version
+            tgt.call("apply", "s", 1, ranks=[0]).wait()
+        with pytest.raises(Exception, match="version 3 not received"):
+            tgt.call("apply", "s", 3, 0.5, ranks=[0]).wait()
+    finally:
+        src.shutdown()
+        tgt.shutdown()
