@@ -89,14 +89,23 @@ class RunDir:
         write_timeline(self.path / "timeline.json", events)
 
     def write_plots(self, events: Iterable[dict] = ()) -> None:
-        """plots/curves.png from metrics.jsonl and plots/timeline.png from the phase events."""
+        """plots/curves.png from metrics.jsonl and plots/timeline.png from the phase events.
+
+        A picture never fails a finished run: a plot that raises is skipped with a logged warning. (Seen:
+        a second SIGTERM/SIGINT landing while Agg converts a clip box surfaces as matplotlib's
+        `ValueError: Invalid bounding box` instead of KeyboardInterrupt.)"""
         from rlinf.utils.plots import plot_curves, plot_timeline
 
         out = self.path / "plots"
         out.mkdir(exist_ok=True)
         self._metrics.flush()
-        plot_curves(read_metrics(self.path / "metrics.jsonl"), out / "curves.png")
-        plot_timeline(list(events), out / "timeline.png", title=self.path.name)
+        plots = (("curves.png", lambda: plot_curves(read_metrics(self.path / "metrics.jsonl"), out / "curves.png")),
+                 ("timeline.png", lambda: plot_timeline(list(events), out / "timeline.png", title=self.path.name)))
+        for name, draw in plots:
+            try:
+                draw()
+            except (ValueError, OverflowError, RuntimeError, OSError, TypeError, KeyError) as e:
+                logger.warning("plot %s skipped: %s: %s", out / name, type(e).__name__, e)
 
     def close(self) -> None:
         self._metrics.close()
