@@ -1,9 +1,14 @@
 """PPO on CartPole-v1, wall time to solve: rlinf's recipe vs a CleanRL-style single-file PPO, same run.
 
-    python -m bench.cartpole_vs_cleanrl [--quick] [--seeds 1 2 3] [--eval-every-steps N] [key=value ...]
+    python -m bench.cartpole_vs_cleanrl [--quick] [--seeds 1 2 3] [--variants recipe cleanrl_settings]
+                                        [--eval-every-steps N] [--no-early-stop] [key=value ...]
 
-The key=value overrides go to rlinf's config (configs/ppo_cartpole_mlp.yaml). Each seed runs rlinf,
-then the baseline, alternating, in this process (imports done once, before either clock starts).
+rlinf runs in two variants: `recipe` (configs/ppo_cartpole_mlp.yaml as shipped: 32 envs x 64 steps,
+lr 1e-3, 150 updates) and `cleanrl_settings` (the same config with CleanRL's hyperparameters: 4 envs x
+128 steps, lr 2.5e-4, minibatch 128, 976 updates = 500k env steps), so the table separates what the
+recipe's hyperparameters buy from what the system costs. The key=value overrides go to every rlinf
+run. Each seed runs the rlinf variant(s), then the baseline, alternating, in this process (imports
+done once, before any clock starts). `--quick`: seed 1, recipe only.
 
 Baseline. PyPI's `cleanrl` (0.4.8) is the 2020 layout (gym + stable-baselines3 `Monitor`), unusable
 with gymnasium 1.4, so the baseline is written here with the published defaults of CleanRL's
@@ -22,9 +27,10 @@ seed + EVAL_SEED_OFFSET + i. Both are checked every `--eval-every-steps` env ste
 10,240 = 5 rlinf updates of 32 x 64 = 20 baseline updates of 4 x 128), and both pay for their
 evaluations. Time to solve is from the run's start (rlinf: before the Ray cluster and the worker
 groups start) to the end of the first solving evaluation; rlinf's is also given without start-up
-(Ray + workers + the evaluation at start) and without any evaluation. rlinf runs its fixed
-`runner.max_steps` (the runner has no early stop); its timestamps come from the controller's phase
-events (`Runner.events`). The baseline stops at its first solving evaluation or at 500k env steps.
+(Ray + workers + the evaluation at start) and without any evaluation. Both stop at their first solving evaluation (rlinf through a bench-side subclass of its workflow that
+records every evaluation's end time and raises at the first solve; `--no-early-stop` runs rlinf to
+`runner.max_steps` and the baseline to 500k env steps). Per-phase times come from the controller's
+phase events (`Runner.events`).
 The last line printed is `RESULT {json}`.
 """
 
@@ -44,7 +50,7 @@ from torch import nn
 from rlinf.config import load_config
 from rlinf.placement import build_placement
 from rlinf.runners.components import components_for
-from rlinf.runners.embodied import EVAL_SEED_OFFSET
+from rlinf.runners.embodied import EVAL_SEED_OFFSET, EmbodiedWorkflow
 from rlinf.runners.runner import Runner
 
 CONFIG = "configs/ppo_cartpole_mlp.yaml"
@@ -65,7 +71,35 @@ def _median(xs: List[Optional[float]]) -> Optional[float]:
 
 
 # ---- rlinf ----------------------------------------------------------------------------------------
-def run_rlinf(seed: int, out: Path, eval_every_steps: int, overrides: List[str]) -> Dict:
+# rlinf with CleanRL's hyperparameters (same envs x steps, lr, minibatch, 976 updates = 500k env steps)
+CLEANRL_SETTINGS = ["env.num_envs=4", "env.rollout_steps=128", "actor.lr=2.5e-4", "actor.global_batch_size=128",
+                    "runner.max_steps=976"]
+RLINF_VARIANTS = {"recipe": [], "cleanrl_settings": CLEANRL_SETTINGS}
+
+
+class _Solved(Exception):
+    pass
+
+
+class _TimedWorkflow(EmbodiedWorkflow):
+    """The recipe's workflow, recording (updates done, greedy return, end time) of every evaluation and, with
+    `stop_when_solved`, ending the run at the first solving evaluation after the one at start."""
+
+    stop_when_solved = True
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.evals: List[tuple] = []
+
+    def evaluate(self) -> Dict[str, float]:
+        out = super().evaluate()
+        self.evals.append((self.version, out["return"], time.time()))
+        if self.stop_when_solved and len(self.evals) > 1 and out["return"] >= SOLVED_RETURN:
+            raise _Solved
+        return out
+
+
+def run_rlinf(seed: int, out: Path, eval_every_steps: int, overrides: List[str], stop_when_solved: bool) -> Dict:
     cfg = load_config(CONFIG, [f"runner.seed={seed}", f"runner.output_dir={out}", "runner.progress_bar=false",
                                "runner.plots=false", "runner.tensorboard=false", "runner.log_interval=1",
                                f"env.eval_episodes={EVAL_EPISODES}", *overrides])
@@ -77,41 +111,38 @@ def run_rlinf(seed: int, out: Path, eval_every_steps: int, overrides: List[str])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, 1, components_for(cfg))
     t0 = time.time()
     runner = Runner(cfg, placement, f"cartpole_seed{seed}")
+    runner.workflow = wf = _TimedWorkflow(cfg, placement, runner.phase)
+    wf.stop_when_solved = stop_when_solved
     try:
         runner.start()
-        summary = runner.fit()
-        events = list(runner.events)
-        run_dir = runner.run_dir.path
+        runner.fit()
+    except _Solved:
+        pass
     finally:
         runner.close()
     t_end = time.time()
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in rows if "eval/return" in r]
-    eval_events = sorted((e for e in events if e["name"] == "evaluate"), key=lambda e: e["start"])
-    if len(evals) != len(eval_events):
-        raise RuntimeError(f"{len(evals)} eval rows in metrics.jsonl but {len(eval_events)} evaluate events")
-    startup_end = eval_events[0]["end"]  # Ray, worker groups, first weight sync and the evaluation at start
-    solve = next((i for i, r in enumerate(evals) if r["eval/return"] >= SOLVED_RETURN), None)
-    t_solve = eval_events[solve]["end"] if solve is not None else None
+    events = runner.events
+    startup_end = wf.evals[0][2]  # Ray, worker groups, first weight sync and the evaluation at start
+    solve = next((i for i, e in enumerate(wf.evals) if i > 0 and e[1] >= SOLVED_RETURN), None)
+    t_solve = wf.evals[solve][2] if solve is not None else None
     phases: Dict[str, float] = {}
     for e in events:
         if t_solve is None or e["end"] <= t_solve:
             phases[e["name"]] = phases.get(e["name"], 0.0) + e["end"] - e["start"]
+    eval_events = sorted((e for e in events if e["name"] == "evaluate"), key=lambda e: e["start"])
     eval_time = sum(e["end"] - e["start"] for e in eval_events[1:] if t_solve is None or e["end"] <= t_solve)
-    res = {
+    return {
         "solved": solve is not None,
         "time_to_solve_s": None if t_solve is None else t_solve - t0,
         "time_to_solve_excl_startup_s": None if t_solve is None else t_solve - startup_end,
         "time_to_solve_train_only_s": None if t_solve is None else t_solve - startup_end - eval_time,
-        "env_steps_to_solve": None if solve is None else int(evals[solve]["step"]) * per_update,
+        "env_steps_to_solve": None if solve is None else wf.evals[solve][0] * per_update,
         "startup_s": startup_end - t0,
-        "eval_curve": [(int(r["step"]) * per_update, round(r["eval/return"], 1)) for r in evals],
-        "phases_to_solve_s": {k: round(v, 2) for k, v in phases.items()},
-        "evals_to_solve": None if solve is None else solve + 1,
-        "final_eval_return": summary["eval"]["final"]["return"],
+        "eval_curve": [(v * per_update, round(r, 1)) for v, r, _ in wf.evals],
+        "phases_to_solve_s": {k: round(v, 2) for k, v in phases.items() if k != "step"},
+        "evals_to_solve": solve,
         "run_wall_s": t_end - t0,
     }
-    return res
 
 
 # ---- CleanRL-style baseline ------------------------------------------------------------------------
@@ -166,7 +197,7 @@ def greedy_eval(policy, seed: int, episodes: int = EVAL_EPISODES) -> float:
 def run_cleanrl(seed: int, eval_every_steps: int, total_steps: int = 500_000, num_envs: int = 4,
                 num_steps: int = 128, lr: float = 2.5e-4, epochs: int = 4, minibatches: int = 4,
                 gamma: float = 0.99, lam: float = 0.95, clip: float = 0.2, ent_coef: float = 0.01,
-                vf_coef: float = 0.5, max_grad_norm: float = 0.5) -> Dict:
+                vf_coef: float = 0.5, max_grad_norm: float = 0.5, stop_when_solved: bool = True) -> Dict:
     import gymnasium as gym
     from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
@@ -189,7 +220,7 @@ def run_cleanrl(seed: int, eval_every_steps: int, total_steps: int = 500_000, nu
     n_updates = total_steps // batch
     mb = batch // minibatches
     times = {"collect": 0.0, "update": 0.0, "evaluate": 0.0}
-    curve, solved_at, t_solve, global_step = [], None, None, 0
+    curve, solved_at, t_solve, eval_to_solve, global_step = [], None, None, 0.0, 0
     for update in range(1, n_updates + 1):
         for group in opt.param_groups:
             group["lr"] = lr * (1.0 - (update - 1.0) / n_updates)
@@ -241,18 +272,19 @@ def run_cleanrl(seed: int, eval_every_steps: int, total_steps: int = 500_000, nu
             ret_eval = greedy_eval(agent.actor, seed)
             times["evaluate"] += time.time() - t
             curve.append((global_step, round(ret_eval, 1)))
-            if ret_eval >= SOLVED_RETURN:
-                solved_at, t_solve = global_step, time.time()
-                break
+            if ret_eval >= SOLVED_RETURN and solved_at is None:
+                solved_at, t_solve, eval_to_solve = global_step, time.time(), times["evaluate"]
+                if stop_when_solved:
+                    break
     envs.close()
     return {
         "solved": solved_at is not None,
         "time_to_solve_s": None if t_solve is None else t_solve - t0,
-        "time_to_solve_train_only_s": None if t_solve is None else t_solve - t0 - times["evaluate"],
+        "time_to_solve_train_only_s": None if t_solve is None else t_solve - t0 - eval_to_solve,
         "env_steps_to_solve": solved_at,
         "eval_curve": curve,
         "phases_to_solve_s": {k: round(v, 2) for k, v in times.items()},
-        "evals_to_solve": len(curve) if solved_at is not None else None,
+        "evals_to_solve": None if solved_at is None else solved_at // eval_every_steps,
         "run_wall_s": time.time() - t0,
     }
 
@@ -264,53 +296,68 @@ def _fmt(x: Optional[float], spec: str = "7.1f") -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="one seed each")
+    parser.add_argument("--quick", action="store_true", help="one seed, rlinf's recipe only")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--variants", nargs="+", choices=sorted(RLINF_VARIANTS), default=None,
+                        help="rlinf runs: its recipe and/or the recipe with CleanRL's hyperparameters")
     parser.add_argument("--eval-every-steps", type=int, default=EVAL_EVERY_STEPS)
+    parser.add_argument("--no-early-stop", action="store_true",
+                        help="run rlinf to runner.max_steps and the baseline to 500k env steps")
     parser.add_argument("overrides", nargs="*", help="config overrides for the rlinf runs")
     args = parser.parse_args()
     seeds = args.seeds or ([1] if args.quick else [1, 2, 3])
+    variants = args.variants or (["recipe"] if args.quick else ["recipe", "cleanrl_settings"])
+    stop = not args.no_early_stop
     torch.set_num_threads(1)
-    results: Dict[str, Dict[int, Dict]] = {"rlinf": {}, "cleanrl": {}}
+    systems = [f"rlinf_{v}" for v in variants] + ["cleanrl"]
+    results: Dict[str, Dict[int, Dict]] = {name: {} for name in systems}
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in seeds:  # alternating: rlinf, baseline, rlinf, baseline, ...
-            results["rlinf"][seed] = run_rlinf(seed, Path(tmp) / f"seed{seed}", args.eval_every_steps, args.overrides)
-            results["cleanrl"][seed] = run_cleanrl(seed, args.eval_every_steps)
+        for seed in seeds:  # alternating: rlinf variant(s), baseline, next seed ...
+            for v in variants:
+                results[f"rlinf_{v}"][seed] = run_rlinf(seed, Path(tmp) / f"{v}_seed{seed}", args.eval_every_steps,
+                                                        RLINF_VARIANTS[v] + args.overrides, stop)
+            results["cleanrl"][seed] = run_cleanrl(seed, args.eval_every_steps, stop_when_solved=stop)
     print(f"PPO {ENV_ID}: solved = greedy mean return >= {SOLVED_RETURN:g} over {EVAL_EPISODES} held-out episodes, "
           f"checked every {args.eval_every_steps} env steps")
-    print(f"{'system':8s} {'seed':>4s} {'solve s':>8s} {'excl startup':>12s} {'excl eval':>9s} {'env steps':>9s} "
+    print(f"{'system':22s} {'seed':>4s} {'solve s':>8s} {'excl startup':>12s} {'excl eval':>9s} {'env steps':>9s} "
           f"{'evals':>5s}  phases until solved (s)")
     for name, per_seed in results.items():
         for seed, r in per_seed.items():
-            print(f"{name:8s} {seed:4d} {_fmt(r['time_to_solve_s'], '8.1f')} "
+            print(f"{name:22s} {seed:4d} {_fmt(r['time_to_solve_s'], '8.1f')} "
                   f"{_fmt(r.get('time_to_solve_excl_startup_s', r['time_to_solve_s']), '12.1f')} "
                   f"{_fmt(r['time_to_solve_train_only_s'], '9.1f')} {str(r['env_steps_to_solve']):>9s} "
                   f"{str(r['evals_to_solve']):>5s}  {r['phases_to_solve_s']}")
-            print(f"{'':14s}eval curve (env steps, return): {r['eval_curve']}")
-    med = {name: {key: _median([r[key] for r in per_seed.values()])
-                  for key in ("time_to_solve_s", "time_to_solve_train_only_s", "env_steps_to_solve")}
+            print(f"{'':28s}eval curve (env steps, return): {r['eval_curve']}")
+    keys = ("time_to_solve_s", "time_to_solve_excl_startup_s", "time_to_solve_train_only_s", "env_steps_to_solve")
+    med = {name: {k: _median([r.get(k, r["time_to_solve_s"] if k.endswith("startup_s") else None)
+                              for r in per_seed.values()]) for k in keys}
            for name, per_seed in results.items()}
-    med["rlinf"]["time_to_solve_excl_startup_s"] = _median(
-        [r["time_to_solve_excl_startup_s"] for r in results["rlinf"].values()])
-    rl, cr = med["rlinf"]["time_to_solve_s"], med["cleanrl"]["time_to_solve_s"]
-    ratio = None if rl is None or cr is None else rl / cr
-    ratio_excl = (None if med["rlinf"]["time_to_solve_excl_startup_s"] is None or cr is None
-                  else med["rlinf"]["time_to_solve_excl_startup_s"] / cr)
-    print(f"median time to solve: rlinf {_fmt(rl)} s (excl. start-up {_fmt(med['rlinf']['time_to_solve_excl_startup_s'])}"
-          f" s), CleanRL-style {_fmt(cr)} s; ratio rlinf/CleanRL {_fmt(ratio, '.2f')} (goal <= 1.0), "
-          f"excl. rlinf start-up {_fmt(ratio_excl, '.2f')}")
+    cr = med["cleanrl"]["time_to_solve_s"]
+
+    def ratio(name: str, key: str) -> Optional[float]:
+        x = med.get(name, {}).get(key)
+        return None if x is None or cr is None else x / cr
+
+    print(f"median time to solve: CleanRL-style {_fmt(cr)} s")
+    for name in systems[:-1]:
+        m = med[name]
+        print(f"  {name}: {_fmt(m['time_to_solve_s'])} s (excl. start-up {_fmt(m['time_to_solve_excl_startup_s'])} s); "
+              f"ratio to CleanRL {_fmt(ratio(name, 'time_to_solve_s'), '.2f')} (goal <= 1.0), "
+              f"excl. rlinf start-up {_fmt(ratio(name, 'time_to_solve_excl_startup_s'), '.2f')}")
+    head = "rlinf_recipe" if "rlinf_recipe" in med else systems[0]
     result = {
         "seeds": seeds, "eval_every_steps": args.eval_every_steps, "solved_return": SOLVED_RETURN,
-        "eval_episodes": EVAL_EPISODES,
-        "rlinf_time_to_solve_s": rl, "cleanrl_time_to_solve_s": cr, "ratio": ratio,
-        "rlinf_time_to_solve_excl_startup_s": med["rlinf"]["time_to_solve_excl_startup_s"],
-        "ratio_excl_startup": ratio_excl,
-        "rlinf_time_to_solve_excl_eval_s": med["rlinf"]["time_to_solve_train_only_s"],
-        "cleanrl_time_to_solve_excl_eval_s": med["cleanrl"]["time_to_solve_train_only_s"],
-        "rlinf_env_steps_to_solve": med["rlinf"]["env_steps_to_solve"],
-        "cleanrl_env_steps_to_solve": med["cleanrl"]["env_steps_to_solve"],
-        "rlinf_startup_s": statistics.median(r["startup_s"] for r in results["rlinf"].values()),
+        "eval_episodes": EVAL_EPISODES, "headline": head,
+        "rlinf_time_to_solve_s": med[head]["time_to_solve_s"], "cleanrl_time_to_solve_s": cr,
+        "ratio": ratio(head, "time_to_solve_s"),
+        "rlinf_time_to_solve_excl_startup_s": med[head]["time_to_solve_excl_startup_s"],
+        "ratio_excl_startup": ratio(head, "time_to_solve_excl_startup_s"),
         "solved": {name: {str(s): r["solved"] for s, r in per_seed.items()} for name, per_seed in results.items()},
+        "median": med,
+        "ratios": {name: {"ratio": ratio(name, "time_to_solve_s"),
+                          "ratio_excl_startup": ratio(name, "time_to_solve_excl_startup_s")} for name in systems[:-1]},
+        "rlinf_startup_s": {name: statistics.median(r["startup_s"] for r in results[name].values())
+                            for name in systems[:-1]},
         "per_seed": {name: {str(s): {k: v for k, v in r.items() if k != "eval_curve"} for s, r in per_seed.items()}
                      for name, per_seed in results.items()},
     }
