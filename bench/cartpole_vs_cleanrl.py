@@ -122,6 +122,7 @@ def run_rlinf(seed: int, out: Path, eval_every_steps: int, overrides: List[str],
         runner.close()
     t_end = time.time()
     events = runner.events
+    busy = _worker_busy(runner.run_dir.path / "timeline.json") if cfg.runner.timeline else {}
     startup_end = wf.evals[0][2]  # Ray, worker groups, first weight sync and the evaluation at start
     solve = next((i for i, e in enumerate(wf.evals) if i > 0 and e[1] >= SOLVED_RETURN), None)
     t_solve = wf.evals[solve][2] if solve is not None else None
@@ -141,8 +142,21 @@ def run_rlinf(seed: int, out: Path, eval_every_steps: int, overrides: List[str],
         "eval_curve": [(v * per_update, round(r, 1)) for v, r, _ in wf.evals],
         "phases_to_solve_s": {k: round(v, 2) for k, v in phases.items() if k != "step"},
         "evals_to_solve": solve,
+        "worker_busy_s": busy,
         "run_wall_s": t_end - t0,
     }
+
+
+def _worker_busy(timeline: Path) -> Dict[str, float]:
+    """Seconds each worker method ran over the whole run ('group.method'), from the run's Chrome trace."""
+    trace = json.loads(timeline.read_text())["traceEvents"]
+    names = {e["pid"]: e["args"]["name"] for e in trace if e["ph"] == "M"}
+    busy: Dict[str, float] = {}
+    for e in trace:
+        if e["ph"] == "X" and names[e["pid"]] != "controller":
+            key = f"{names[e['pid']]}.{e['name']}"
+            busy[key] = busy.get(key, 0.0) + e["dur"] / 1e6
+    return {k: round(v, 2) for k, v in sorted(busy.items(), key=lambda kv: -kv[1]) if v >= 0.05}
 
 
 # ---- CleanRL-style baseline ------------------------------------------------------------------------
@@ -328,6 +342,8 @@ def main() -> None:
                   f"{_fmt(r['time_to_solve_train_only_s'], '9.1f')} {str(r['env_steps_to_solve']):>9s} "
                   f"{str(r['evals_to_solve']):>5s}  {r['phases_to_solve_s']}")
             print(f"{'':28s}eval curve (env steps, return): {r['eval_curve']}")
+            if r.get("worker_busy_s"):
+                print(f"{'':28s}worker busy, whole run (s): {r['worker_busy_s']}")
     keys = ("time_to_solve_s", "time_to_solve_excl_startup_s", "time_to_solve_train_only_s", "env_steps_to_solve")
     med = {name: {k: _median([r.get(k, r["time_to_solve_s"] if k.endswith("startup_s") else None)
                               for r in per_seed.values()]) for k in keys}
