@@ -20,7 +20,9 @@ engine stages weights so a rollout switches versions only between `act` calls.
 Pipelining (`rollout.pipeline_stages` = k, hybrid placement): every env rank's envs are split into k
 stages that are stepped in turn, each stage an independent lane alternating `rollout.act` and
 `env.step`. The controller keeps all k lanes in flight, so while the env worker steps stage i the
-rollout already infers on stage i+1. With k = 1 this is the plain alternation.
+rollout already infers on stage i+1, and it handles whichever call returns first (`wait_first`), so
+each worker has its next call queued before it finishes the current one instead of idling while the
+controller takes the lanes in a fixed order. With k = 1 this is the plain alternation.
 """
 
 import json
@@ -38,7 +40,7 @@ from rlinf.envs import check_env
 from rlinf.errors import InputError
 from rlinf.placement import Placement
 from rlinf.runners.weight_sync import WeightSync, WeightSyncMixin
-from rlinf.scheduler import Cluster, WorkerGroup
+from rlinf.scheduler import Cluster, WorkerGroup, wait_first
 from rlinf.envs import obs as obs_ops
 from rlinf.workers.actor.embodied_actor import GROUP_ESTIMATORS, EmbodiedActorWorker
 from rlinf.workers.env.worker import EnvWorker
@@ -201,48 +203,57 @@ class EmbodiedWorkflow(WeightSyncMixin):
             buf = [defaultdict(list) for _ in range(k)]
             episodes: Dict[str, list] = {"returns": [], "lengths": [], "successes": []}
             versions = []
-            acts = [self._submit_act(self.obs[s]) for s in range(k)]
-            steps = [None] * k
-            for t in range(T):
-                for s in range(k):
-                    a = self._act_results(acts[s])
+            # Each lane alternates act -> step -> act ...; whichever call finishes first is handled first, so a
+            # worker gets its next call queued while it still runs the current one (with k >= 2 neither waits
+            # for the controller). Both workers run calls in submission order, which stays lane 0 .. k-1 per
+            # decision, so the batch does not depend on timing.
+            pending: Dict[int, tuple] = {s: ("act", self._submit_act(self.obs[s])) for s in range(k)}
+            order = list(range(k))  # lanes, oldest pending call first
+            done_steps = [0] * k
+            bootstrap: List[Optional[np.ndarray]] = [None] * k
+            while order:
+                s = order.pop(wait_first([pending[lane][1] for lane in order]))
+                kind, handle = pending.pop(s)
+                if kind == "act":
+                    a = self._act_results(handle)
+                    if done_steps[s] > 0:
+                        buf[s]["final_values"].append(a["final_values"])  # V(final obs) of the previous step
+                    if done_steps[s] == T:  # the bootstrap values after the last step: this lane is done
+                        bootstrap[s] = a["values"]
+                        continue
                     versions.append(a["version"])
-                    if t > 0:
-                        buf[s]["final_values"].append(a["final_values"])  # V(final obs) of step t-1
                     for key in ("actions", "logprobs", "values"):
                         buf[s][key].append(a[key])
                     buf[s]["obs"].append(self.obs[s])
-                    steps[s] = self.env.scatter("step", np.split(a["actions"], E), stage=s)
-                for s in range(k):
-                    outs = steps[s].wait()
-                    obs = obs_ops.concat([o["obs"] for o in outs])
-                    term = np.concatenate([o["terminated"] for o in outs])
-                    trunc = np.concatenate([o["truncated"] for o in outs])
-                    final_obs = obs_ops.concat([o["final_obs"] if o["final_obs"] is not None
-                                                else obs_ops.zeros_like(o["obs"]) for o in outs])
-                    live = alive[s] if C == 1 else alive[s][:, None]
-                    buf[s]["rewards"].append(np.concatenate([o["rewards"] for o in outs]))
-                    buf[s]["dones"].append(term | trunc)
-                    buf[s]["mask"].append(np.concatenate([o["mask"] for o in outs]) & live)
-                    offset = 0
-                    for o in outs:
-                        for i, j in enumerate(o["episode_envs"]):
-                            if not self.group or alive[s][offset + j]:
-                                episodes["returns"].append(o["episode_returns"][i])
-                                episodes["lengths"].append(o["episode_lengths"][i])
-                                if o["episode_successes"] is not None:
-                                    episodes["successes"].append(o["episode_successes"][i])
-                        offset += obs_ops.size(o["obs"])
-                    if self.group:
-                        alive[s] &= ~(term | trunc).reshape(len(term), -1).any(axis=1)
-                    self.obs[s] = obs
-                    cut = trunc & ~term
-                    acts[s] = self._submit_act(obs, final_obs=final_obs if cut.any() else None, cut=cut)
-            bootstrap = []
-            for s in range(k):
-                a = self._act_results(acts[s])
-                buf[s]["final_values"].append(a["final_values"])
-                bootstrap.append(a["values"])
+                    pending[s] = ("step", self.env.scatter("step", np.split(a["actions"], E), stage=s))
+                    order.append(s)
+                    continue
+                outs = handle.wait()
+                obs = obs_ops.concat([o["obs"] for o in outs])
+                term = np.concatenate([o["terminated"] for o in outs])
+                trunc = np.concatenate([o["truncated"] for o in outs])
+                final_obs = obs_ops.concat([o["final_obs"] if o["final_obs"] is not None
+                                            else obs_ops.zeros_like(o["obs"]) for o in outs])
+                live = alive[s] if C == 1 else alive[s][:, None]
+                buf[s]["rewards"].append(np.concatenate([o["rewards"] for o in outs]))
+                buf[s]["dones"].append(term | trunc)
+                buf[s]["mask"].append(np.concatenate([o["mask"] for o in outs]) & live)
+                offset = 0
+                for o in outs:
+                    for i, j in enumerate(o["episode_envs"]):
+                        if not self.group or alive[s][offset + j]:
+                            episodes["returns"].append(o["episode_returns"][i])
+                            episodes["lengths"].append(o["episode_lengths"][i])
+                            if o["episode_successes"] is not None:
+                                episodes["successes"].append(o["episode_successes"][i])
+                    offset += obs_ops.size(o["obs"])
+                if self.group:
+                    alive[s] &= ~(term | trunc).reshape(len(term), -1).any(axis=1)
+                self.obs[s] = obs
+                done_steps[s] += 1
+                cut = trunc & ~term
+                pending[s] = ("act", self._submit_act(obs, final_obs=final_obs if cut.any() else None, cut=cut))
+                order.append(s)
         batch = {key: np.concatenate([np.stack(buf[s][key], axis=1) for s in range(k)])
                  for key in ("actions", "logprobs", "values", "rewards", "dones", "mask", "final_values")}
         batch["obs"] = obs_ops.concat([obs_ops.stack(buf[s]["obs"]) for s in range(k)])

@@ -8,7 +8,8 @@ from rlinf.scheduler.worker_group import (
     WorkerError,
     WorkerGroup,
     WorkerTimeoutError,
+    wait_first,
 )
 
 __all__ = ["Cluster", "Device", "GroupHandle", "Worker", "WorkerDiedError", "WorkerError", "WorkerGroup",
-           "WorkerTimeoutError"]
+           "WorkerTimeoutError", "wait_first"]

@@ -135,6 +135,28 @@ async def _resolved(value):
     return value
 
 
+def wait_first(handles: Sequence[GroupHandle], timeout: Optional[float] = None) -> int:
+    """Block until one of `handles` has every rank returned (finished or failed); returns the index of the
+    first such handle in list order (pass them oldest first). Its `wait()` then gives the results or raises
+    the failed rank's error. Raises WorkerTimeoutError for the first handle when none completes within
+    `timeout` (default: that handle's group timeout)."""
+    if not handles:
+        raise ValueError("wait_first needs at least one handle")
+    timeout = handles[0]._timeout if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    while True:
+        for i, handle in enumerate(handles):
+            if handle._results is not None or handle.done():
+                return i
+        left = deadline - time.monotonic()
+        if left <= 0:
+            first = handles[0]
+            raise WorkerTimeoutError(first.group, first.ranks, first.method, timeout)
+        refs = [ref for handle in handles for ref in handle.refs]
+        ready, waiting = ray.wait(refs, num_returns=len(refs), timeout=0)
+        ray.wait(waiting, num_returns=1, timeout=min(left, 1.0))  # a multi-rank handle may still lack ranks
+
+
 class WorkerGroup:
     """N Ray actors of `worker_cls`, rank i on `devices[i]`, with one torch.distributed group."""
 
