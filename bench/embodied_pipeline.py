@@ -123,7 +123,9 @@ def _rounds(flows: Dict[str, EmbodiedWorkflow], repeats: int, times, busy, loads
         for mode in names[r % len(names):] + names[:r % len(names)]:
             wf = flows[mode]
             wf.env.pop_events(), wf.rollout.pop_events()  # drop what came before this collection
+            cpu0 = time.process_time()
             times[mode].append(wf.collect(1 + r)["time"])
+            busy[mode]["controller"].append(time.process_time() - cpu0)
             busy[mode]["env"].append(_busy(wf.env.pop_events(), "step"))
             busy[mode]["policy"].append(_busy(wf.rollout.pop_events(), "act"))
         if "colocated_k1" in flows:
@@ -141,7 +143,7 @@ def run_workload(workload: str, quick: bool, repeats: int) -> Dict:
     cluster = Cluster(_config(workload, envs, steps, 1).cluster)
     flows: Dict[str, EmbodiedWorkflow] = {}
     times: Dict[str, List[float]] = {m: [] for m in MODES}
-    busy = {m: {"env": [], "policy": []} for m in MODES}
+    busy = {m: {"env": [], "policy": [], "controller": []} for m in MODES}
     loads: List[float] = []
     alone: Dict[str, List[float]] = {"t_policy": [], "t_env": []}
     modes = {}
@@ -166,7 +168,8 @@ def run_workload(workload: str, quick: bool, repeats: int) -> Dict:
         t = statistics.median(times[m])
         r.update({"collect_s": times[m], "env_steps_per_s": envs * T * C / t, "step_ms": 1000 * t / T,
                   "env_busy_ms": 1000 * statistics.median(busy[m]["env"]) / T,
-                  "policy_busy_ms": 1000 * statistics.median(busy[m]["policy"]) / T})
+                  "policy_busy_ms": 1000 * statistics.median(busy[m]["policy"]) / T,
+                  "controller_cpu_ms": 1000 * statistics.median(busy[m]["controller"]) / T})
     base = modes["colocated_k1"]
     for r in modes.values():
         r["speedup"] = r["env_steps_per_s"] / base["env_steps_per_s"]
@@ -183,13 +186,13 @@ def report(workload: str, res: Dict) -> None:
           f"ideal overlap bound {res['ideal']:.2f}x; t_env + t_policy = {res['t_env_ms'] + res['t_policy_ms']:.1f} ms")
     print(f"load average (1 min) at each round: {', '.join(f'{x:.2f}' for x in res['load_avg_1m'])}")
     print(f"{'mode':18s} {'placement':14s} {'env steps/s':>11s} {'step ms':>8s} {'speedup':>8s} {'of ideal':>8s} "
-          f"{'env busy':>9s} {'policy busy':>11s}")
+          f"{'env busy':>9s} {'policy busy':>11s} {'controller cpu':>14s}")
     for name, r in res["modes"].items():
         print(f"{name:18s} {r['placement_mode']:14s} {r['env_steps_per_s']:11.1f} {r['step_ms']:8.1f} "
               f"{r['speedup']:8.2f} {100 * r['efficiency_vs_ideal']:7.0f}% {r['env_busy_ms']:6.1f} ms "
-              f"{r['policy_busy_ms']:8.1f} ms")
+              f"{r['policy_busy_ms']:8.1f} ms {r['controller_cpu_ms']:11.1f} ms")
     print("env / policy busy: time per decision the env ranks spent in `step` and the rollout ranks in `act` "
-          "(their own spans, all stages)")
+          "(their own spans, all stages); controller cpu: CPU time of the driver process (all its threads) per decision")
 
 
 def main() -> None:

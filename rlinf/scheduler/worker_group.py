@@ -144,17 +144,19 @@ def wait_first(handles: Sequence[GroupHandle], timeout: Optional[float] = None) 
         raise ValueError("wait_first needs at least one handle")
     timeout = handles[0]._timeout if timeout is None else timeout
     deadline = time.monotonic() + timeout
+    ready: set = set()
+    waiting = [ref for handle in handles if handle._results is None for ref in handle.refs]
     while True:
         for i, handle in enumerate(handles):
-            if handle._results is not None or handle.done():
+            if handle._results is not None or all(ref in ready for ref in handle.refs):
                 return i
         left = deadline - time.monotonic()
         if left <= 0:
             first = handles[0]
             raise WorkerTimeoutError(first.group, first.ranks, first.method, timeout)
-        refs = [ref for handle in handles for ref in handle.refs]
-        ready, waiting = ray.wait(refs, num_returns=len(refs), timeout=0)
-        ray.wait(waiting, num_returns=1, timeout=min(left, 1.0))  # a multi-rank handle may still lack ranks
+        # one ref per call (a multi-rank handle is complete once all its refs are): one Ray call per event
+        newly, waiting = ray.wait(waiting, num_returns=1, timeout=min(left, 1.0))
+        ready.update(newly)
 
 
 class WorkerGroup:
