@@ -85,23 +85,6 @@ def resolve_checkpoint(path: str) -> Tuple[Path, int, Path]:
     return ckpt, step, run_dir
 
 
-def env_spec(env: Any) -> Dict[str, Any]:
-    """What a policy for the vector env's task needs (the `spec` of rlinf.models.policy)."""
-    space = env.observation_space
-    out: Dict[str, Any] = {"obs_dim": env.obs_dim, "action_dim": env.action_dim, "discrete": env.discrete,
-                           "obs_shape": None, "image_shape": None, "state_dim": None,
-                           "action_low": None, "action_high": None}
-    if hasattr(space, "spaces"):  # dict observations: image (+ state, instruction)
-        out["image_shape"] = tuple(space["image"].shape)
-        out["state_dim"] = int(np.prod(space["state"].shape)) if "state" in space.spaces else 0
-    else:
-        out["obs_shape"] = tuple(space.shape)
-    if not env.discrete:
-        out["action_low"] = np.asarray(env.action_space.low, np.float64).reshape(-1).tolist()
-        out["action_high"] = np.asarray(env.action_space.high, np.float64).reshape(-1).tolist()
-    return out
-
-
 class CheckpointPolicy:
     """A trained actor-critic acting greedily on numpy observation batches."""
 
@@ -349,7 +332,7 @@ def evaluate(cfg: RLinfConfig, checkpoint: Optional[str], config_path: str = "",
     set); returns the summary (also written to <output_dir>/eval_summary.json)."""
     import torch
 
-    from rlinf.envs import make_vector_env
+    from rlinf.envs import make_vector_env, policy_spec
 
     torch.set_num_threads(cfg.cluster.threads_per_worker)
     if cfg.eval.video:
@@ -362,7 +345,7 @@ def evaluate(cfg: RLinfConfig, checkpoint: Optional[str], config_path: str = "",
     first_env = make_vector_env(tasks[0].env_cfg, batch)  # checks the policy against the task before writing
     try:
         if policy is None:
-            policy = load_policy(cfg, ckpt, env_spec(first_env))
+            policy = load_policy(cfg, ckpt, policy_spec(first_env))
         out_dir = (Path(cfg.eval.output_dir) if cfg.eval.output_dir
                    else run_dir / f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,9 @@ all lead with N (image tasks; see `rlinf.envs.obs`): "image" uint8 [N, H, W, 3] 
 "state" float32 [N, d] (proprioception), "instruction" object array [N] of str.
 """
 
-from typing import Any
+from typing import Any, Dict
+
+import numpy as np
 
 from rlinf.errors import InputError
 
@@ -45,3 +47,22 @@ def check_env(env_cfg: Any) -> None:
 def make_vector_env(env_cfg: Any, num_envs: int):
     """`num_envs` copies of `env_cfg.id` on `env_cfg.simulator`, with the GymVectorEnv interface."""
     return _module(env_cfg.simulator).make_vector_env(env_cfg, num_envs)
+
+
+def policy_spec(env: Any) -> Dict[str, Any]:
+    """What a policy for the vector env's task needs (the `spec` of rlinf.models.policy): obs_shape (array
+    obs) or image_shape and state_dim (dict obs), obs_dim, action_dim, discrete, action_low / action_high
+    (continuous)."""
+    space = env.observation_space
+    out: Dict[str, Any] = {"obs_dim": env.obs_dim, "action_dim": env.action_dim, "discrete": env.discrete,
+                           "obs_shape": None, "image_shape": None, "state_dim": None,
+                           "action_low": None, "action_high": None}
+    if hasattr(space, "spaces"):  # dict observations: image (+ state, instruction)
+        out["image_shape"] = tuple(space["image"].shape)
+        out["state_dim"] = int(np.prod(space["state"].shape)) if "state" in space.spaces else 0
+    else:
+        out["obs_shape"] = tuple(space.shape)
+    if not env.discrete:
+        out["action_low"] = np.asarray(env.action_space.low, np.float64).reshape(-1).tolist()
+        out["action_high"] = np.asarray(env.action_space.high, np.float64).reshape(-1).tolist()
+    return out

@@ -17,7 +17,8 @@ from typing import Dict, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical, Normal
+
+from rlinf.models.mlp import action_dist, action_entropy, action_logprob, sample_action
 
 
 def _init(layer: nn.Module, gain: float) -> nn.Module:
@@ -62,13 +63,7 @@ class CNNActorCritic(nn.Module):
         return self.trunk(torch.cat(feats, dim=-1))
 
     def _dist(self, h: Tensor):
-        out = self.pi(h)
-        if self.discrete:
-            return Categorical(logits=out)
-        return Normal(out, self.log_std.exp().expand_as(out))
-
-    def _logprob(self, dist, actions: Tensor) -> Tensor:
-        return dist.log_prob(actions) if self.discrete else dist.log_prob(actions).sum(-1)
+        return action_dist(self.pi(h), None if self.discrete else self.log_std, self.discrete)
 
     def value(self, obs: Dict[str, Tensor]) -> Tensor:
         """V(s) [B]."""
@@ -79,18 +74,11 @@ class CNNActorCritic(nn.Module):
         """(action, log pi(a|s), V(s)): sampled, or the mode (argmax / mean) when greedy."""
         h = self._features(obs)
         dist = self._dist(h)
-        if greedy:
-            action = dist.probs.argmax(-1) if self.discrete else dist.mean
-        elif self.discrete:
-            action = torch.multinomial(dist.probs, 1, generator=generator).squeeze(-1)
-        else:
-            action = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=generator,
-                                                           device=dist.mean.device)
-        return action, self._logprob(dist, action), self.v(h).squeeze(-1)
+        action = sample_action(dist, self.discrete, greedy, generator)
+        return action, action_logprob(dist, action, self.discrete), self.v(h).squeeze(-1)
 
     def evaluate(self, obs: Dict[str, Tensor], actions: Tensor):
         """(log pi(a|s) [B], entropy [B], V(s) [B]) with gradients."""
         h = self._features(obs)
         dist = self._dist(h)
-        entropy = dist.entropy() if self.discrete else dist.entropy().sum(-1)
-        return self._logprob(dist, actions), entropy, self.v(h).squeeze(-1)
+        return action_logprob(dist, actions, self.discrete), action_entropy(dist, self.discrete), self.v(h).squeeze(-1)

@@ -38,6 +38,29 @@ def _mlp(n_in: int, hidden: int, layers: int, n_out: int, out_gain: float) -> nn
     return nn.Sequential(*mods)
 
 
+def action_dist(out: Tensor, log_std: Tensor | None, discrete: bool):
+    """The policy head's distribution: Categorical over logits, or a diagonal Normal(out, exp(log_std))."""
+    return Categorical(logits=out) if discrete else Normal(out, log_std.exp().expand_as(out))
+
+
+def action_logprob(dist, actions: Tensor, discrete: bool) -> Tensor:
+    """log pi(a|s) [B]: a continuous action's dimensions are independent, so their log-probs add."""
+    return dist.log_prob(actions) if discrete else dist.log_prob(actions).sum(-1)
+
+
+def action_entropy(dist, discrete: bool) -> Tensor:
+    return dist.entropy() if discrete else dist.entropy().sum(-1)
+
+
+def sample_action(dist, discrete: bool, greedy: bool, generator: torch.Generator | None) -> Tensor:
+    """A sample from `dist` drawn with `generator` (reproducible per worker), or its mode when greedy."""
+    if greedy:
+        return dist.probs.argmax(-1) if discrete else dist.mean
+    if discrete:
+        return torch.multinomial(dist.probs, 1, generator=generator).squeeze(-1)
+    return dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device)
+
+
 class MLPActorCritic(nn.Module):
     """`act(obs) -> (action, logprob, value)`, `evaluate(obs, actions) -> (logprob, entropy, value)`."""
 
@@ -50,36 +73,23 @@ class MLPActorCritic(nn.Module):
             self.log_std = nn.Parameter(torch.zeros(action_dim))
 
     def _dist(self, obs: Tensor):
-        out = self.pi(obs.flatten(1))
-        if self.discrete:
-            return Categorical(logits=out)
-        return Normal(out, self.log_std.exp().expand_as(out))
+        return action_dist(self.pi(obs.flatten(1)), None if self.discrete else self.log_std, self.discrete)
 
     def value(self, obs: Tensor) -> Tensor:
         """V(s) [B]."""
         return self.v(obs.flatten(1)).squeeze(-1)
 
-    def _logprob(self, dist, actions: Tensor) -> Tensor:
-        return dist.log_prob(actions) if self.discrete else dist.log_prob(actions).sum(-1)
-
     @torch.no_grad()
     def act(self, obs: Tensor, greedy: bool = False, generator: torch.Generator | None = None) -> Tuple[Tensor, Tensor, Tensor]:
         """Sample (or, greedy, take the mode: argmax / mean) an action; returns (action, log pi(a|s), V(s))."""
         dist = self._dist(obs)
-        if greedy:
-            action = dist.probs.argmax(-1) if self.discrete else dist.mean
-        elif self.discrete:
-            action = torch.multinomial(dist.probs, 1, generator=generator).squeeze(-1)
-        else:
-            action = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=generator,
-                                                           device=dist.mean.device)
-        return action, self._logprob(dist, action), self.value(obs)
+        action = sample_action(dist, self.discrete, greedy, generator)
+        return action, action_logprob(dist, action, self.discrete), self.value(obs)
 
     def evaluate(self, obs: Tensor, actions: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """(log pi(a|s) [B], entropy of pi(.|s) [B], V(s) [B]) with gradients, for the PPO update."""
         dist = self._dist(obs)
-        entropy = dist.entropy() if self.discrete else dist.entropy().sum(-1)
-        return self._logprob(dist, actions), entropy, self.value(obs)
+        return action_logprob(dist, actions, self.discrete), action_entropy(dist, self.discrete), self.value(obs)
 
 
 def build_mlp_policy(cfg: ModelConfig, obs_dim: int, action_dim: int, discrete: bool, seed: int) -> MLPActorCritic:

@@ -1,4 +1,5 @@
-"""Weights as they travel through Ray's object store: {name: numpy array} (bf16 stays a tensor)."""
+"""How rollout ranks receive weights: through Ray's object store ({name: numpy array}; bf16 stays a
+tensor) or as a target of the resharding engine (`ModuleReshardTarget`)."""
 
 import warnings
 from typing import Dict
@@ -15,3 +16,26 @@ def fetch_state_dict(ref) -> Dict[str, torch.Tensor]:
         # Arrays from the object store are read-only views; load_state_dict only reads them.
         warnings.simplefilter("ignore", UserWarning)
         return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+
+
+class ModuleReshardTarget:
+    """Mixin for a rollout worker whose `self.model` (a torch module) reads its weights from the resharding
+    engine's receive buffers. The controller owns the phase transitions: it calls `setup_reshard` once,
+    then per sync `recv_weights` (direct: the buffers are the live weights) or, staged (async schedule),
+    `recv_weights` at publish and `apply_weights` between requests; the engine owns the buffers' contents."""
+
+    def _bind_reshard(self, plan, peer_group: str, colocated: bool, cfg, staged: bool) -> dict:
+        from rlinf.reshard import ReshardTarget, bind_module
+
+        self.reshard = ReshardTarget(plan, self, peer_group, colocated, cfg.bucket_mb, cfg.pipeline_depth,
+                                     cfg.timeout_s, staged=staged)
+        bind_module(self.model, self.reshard.tensors)
+        return self.reshard.handle()
+
+    def recv_weights(self, version: int) -> int:
+        self.version = self.reshard.recv(version)
+        return self.version
+
+    def apply_weights(self, version: int) -> int:
+        self.version = self.reshard.apply(version)
+        return self.version

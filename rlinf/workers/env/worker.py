@@ -23,7 +23,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from rlinf.config.schema import EnvConfig
-from rlinf.envs import make_vector_env
+from rlinf.envs import make_vector_env, policy_spec
 from rlinf.envs import obs as obs_ops
 from rlinf.errors import InputError
 from rlinf.scheduler import Worker
@@ -50,22 +50,8 @@ class EnvWorker(Worker):
         self._eval_stats: Dict[str, list] = {}
 
     def spec(self) -> Dict[str, object]:
-        """What a policy for this task needs (see rlinf.models.policy): obs_shape (array obs) or image_shape
-        and state_dim (dict obs), obs_dim, action_dim, discrete, action_low / action_high (continuous)."""
-        env = self.envs[0]
-        space = env.observation_space
-        out: Dict[str, object] = {"obs_dim": env.obs_dim, "action_dim": env.action_dim, "discrete": env.discrete,
-                                  "obs_shape": None, "image_shape": None, "state_dim": None,
-                                  "action_low": None, "action_high": None}
-        if hasattr(space, "spaces"):  # dict observations: image (+ state, instruction)
-            out["image_shape"] = tuple(space["image"].shape)
-            out["state_dim"] = int(np.prod(space["state"].shape)) if "state" in space.spaces else 0
-        else:
-            out["obs_shape"] = tuple(space.shape)
-        if not env.discrete:
-            out["action_low"] = np.asarray(env.action_space.low, np.float64).reshape(-1).tolist()
-            out["action_high"] = np.asarray(env.action_space.high, np.float64).reshape(-1).tolist()
-        return out
+        """What a policy for this task needs (see `rlinf.envs.policy_spec`)."""
+        return policy_spec(self.envs[0])
 
     # ---- training envs --------------------------------------------------------------------------
     def reset(self, seeds: Optional[List[List[int]]] = None) -> List[obs_ops.Obs]:

@@ -17,12 +17,12 @@ from rlinf.config.schema import ModelConfig
 from rlinf.models.policy import build_policy, to_tensors
 from rlinf.envs import obs as obs_ops
 from rlinf.scheduler import Worker
-from rlinf.workers.weights import fetch_state_dict
+from rlinf.workers.weights import ModuleReshardTarget, fetch_state_dict
 
 logger = logging.getLogger(__name__)
 
 
-class PolicyRolloutWorker(Worker):
+class PolicyRolloutWorker(ModuleReshardTarget, Worker):
     """One replica of the policy per rank; `act` runs a batch of observations through it."""
 
     def __init__(self, model_cfg: ModelConfig, spec: Dict[str, object], seed: int):
@@ -41,22 +41,11 @@ class PolicyRolloutWorker(Worker):
         """Become a resharding target (one full replica; the actor's replicas are identical, so the plan's
         source is one full copy): the model reads its weights from the engine's views from now on.
         `staged`: syncs land in a staging arena and `apply_weights` switches between requests (async)."""
-        from rlinf.reshard import ReshardTarget, SourceLayout, TargetLayout, bind_module, make_plan, module_tensors
+        from rlinf.reshard import SourceLayout, TargetLayout, make_plan, module_tensors
 
         plan = make_plan(((n, t.shape, t.dtype) for n, t in module_tensors(self.model).items()), SourceLayout(1),
                          TargetLayout(self.world_size, 1))
-        self.reshard = ReshardTarget(plan, self, peer_group, colocated, cfg.bucket_mb, cfg.pipeline_depth,
-                                     cfg.timeout_s, staged=staged)
-        bind_module(self.model, self.reshard.tensors)
-        return self.reshard.handle()
-
-    def recv_weights(self, version: int) -> int:
-        self.version = self.reshard.recv(version)
-        return self.version
-
-    def apply_weights(self, version: int) -> int:
-        self.version = self.reshard.apply(version)
-        return self.version
+        return self._bind_reshard(plan, peer_group, colocated, cfg, staged)
 
     @torch.no_grad()
     def act(self, batch: Dict[str, Optional[np.ndarray]], greedy: bool = False) -> Dict[str, object]:

@@ -13,13 +13,13 @@ import torch
 from rlinf.config.schema import ModelConfig, RolloutConfig
 from rlinf.models.causal_lm import build_causal_lm
 from rlinf.scheduler import Worker
-from rlinf.workers.weights import fetch_state_dict
+from rlinf.workers.weights import ModuleReshardTarget, fetch_state_dict
 from rlinf.workers.rollout.sampling import SamplingParams, sample
 
 logger = logging.getLogger(__name__)
 
 
-class RolloutWorker(Worker):
+class RolloutWorker(ModuleReshardTarget, Worker):
     """Transformers engine: KV-cache batched sampling on this rank's device."""
 
     def __init__(self, cfg: RolloutConfig, model_cfg: ModelConfig, vocab_size: int, eos_id: int, pad_id: int,
@@ -43,21 +43,10 @@ class RolloutWorker(Worker):
         """Become a resharding target (full replica, tp 1): the model's parameters are rebound to the
         engine's views, so every later sync updates them in place. `staged` (async schedule): syncs land
         in a staging arena while generation goes on; `apply_weights` switches between requests."""
-        from rlinf.reshard import ReshardTarget, SourceLayout, TargetLayout, bind_module, plan_for_module
+        from rlinf.reshard import SourceLayout, TargetLayout, plan_for_module
 
         plan = plan_for_module(self.model, SourceLayout(dp_size), TargetLayout(self.world_size, 1))
-        self.reshard = ReshardTarget(plan, self, peer_group, colocated, cfg.bucket_mb, cfg.pipeline_depth,
-                                     cfg.timeout_s, staged=staged)
-        bind_module(self.model, self.reshard.tensors)
-        return self.reshard.handle()
-
-    def recv_weights(self, version: int) -> int:
-        self.version = self.reshard.recv(version)
-        return self.version
-
-    def apply_weights(self, version: int) -> int:
-        self.version = self.reshard.apply(version)
-        return self.version
+        return self._bind_reshard(plan, peer_group, colocated, cfg, staged)
 
     def generate(self, prompts: Sequence[Sequence[int]], greedy: bool = False,
                  seed: int | None = None) -> Dict[str, object]:
