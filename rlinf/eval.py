@@ -118,9 +118,12 @@ def load_policy(cfg: RLinfConfig, ckpt: Path, spec: Dict[str, Any]) -> Checkpoin
         raise InputError(f"checkpoint holds a {_spec_text(saved.get('model'))} policy"
                          f"{' for ' + saved['env_id'] if saved.get('env_id') else ''}; config and task "
                          f"'{cfg.env.id}' need a {_spec_text(expected)} one", key=str(ckpt))
-    model = build_policy(cfg.actor.model, spec, cfg.runner.seed)
+    from rlinf.models.lora import load_weights
+
+    # a LoRA checkpoint holds the trainable tensors only: rebuild the frozen base from the run's seed
+    model = build_policy(cfg.actor.model, spec, int(saved.get("base_seed", cfg.runner.seed)))
     try:
-        model.load_state_dict(torch.load(model_file, map_location="cpu", weights_only=True), strict=True)
+        load_weights(model, torch.load(model_file, map_location="cpu", weights_only=True))
     except (RuntimeError, ValueError, OSError) as e:
         raise InputError(f"cannot load the policy weights: {str(e).splitlines()[0]}", key=str(model_file)) from e
     return CheckpointPolicy(model)

@@ -148,6 +148,14 @@ def _check_constraints(obj: Any, prefix: str = "") -> None:
             raise ConfigError(f"must be <= {meta['max']}, got {value}", key=path)
 
 
+def _check_lora(cfg: RLinfConfig) -> None:
+    """LoRA adapters exist for the VLA policies only."""
+    for section, model in (("actor", cfg.actor.model), ("critic", cfg.critic.model)):
+        if model.lora_rank and model.kind != "vla":
+            raise ConfigError(f"LoRA is implemented for actor.model.kind vla only, got kind '{model.kind}'; "
+                              f"set {section}.model.lora_rank=0", key=f"{section}.model.lora_rank")
+
+
 def build_config(data: dict, overrides: Iterable[str] = ()) -> RLinfConfig:
     """Merge `data` (a parsed YAML mapping) and dotlist `overrides` onto the schema and validate."""
     merged = _merge(data, parse_overrides(overrides), _mapping_fields(RLinfConfig))
@@ -161,6 +169,7 @@ def build_config(data: dict, overrides: Iterable[str] = ()) -> RLinfConfig:
         first = msg.splitlines()[0]
         raise ConfigError(f"invalid value: {first}", key=key) from None
     _check_constraints(obj)
+    _check_lora(obj)
     return obj
 
 

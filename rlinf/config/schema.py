@@ -118,6 +118,13 @@ class ModelConfig:
     unnorm_key: Optional[str] = _f(None, "VLA with `path`: the dataset key of the checkpoint's action norm_stats "
                                    "(e.g. libero_spatial_no_noops) that maps its [-1, 1] bins to env actions; null: "
                                    "the only key, or bins used as actions directly.")
+    lora_rank: int = _f(0, "VLA: rank r of LoRA adapters on the language model's q/k/v/o/gate/up/down projections "
+                        "(0: off, full fine-tuning). With LoRA the LM (embeddings, lm_head) and the vision tower "
+                        "are frozen; the adapters, the projector (and proprio projector), the action-chunk "
+                        "embeddings and the value head train, and weight syncs / checkpoints carry only those.",
+                        min=0)
+    lora_alpha: float = _f(16.0, "VLA: LoRA scale numerator: the adapter adds (lora_alpha / lora_rank) * B A x.",
+                           min=0.0)
 
 
 @dataclass

@@ -23,7 +23,9 @@ What this wrapper does with the loaded model (`vla`):
 - a value head (Linear on the LM's last prompt hidden state, C outputs) is added and trained from zero.
 
 NOT EXERCISED here: no OpenVLA weights, no timm, no GPU on the machine this was written on. Only the
-error paths (missing directory, no opt-in) are tested.
+error paths (missing directory, no opt-in) are tested; the LoRA submodule names (`LORA_LM`,
+`LORA_TRAINABLE`) follow prismatic's OpenVLAForActionPrediction and were not checked against a checkpoint
+(`apply_lora` raises if the LM holds no q/k/v/o/gate/up/down projection).
 """
 
 import logging
@@ -56,6 +58,11 @@ def check_checkpoint_dir(cfg: ModelConfig) -> None:
 
 class OpenVLAPolicy(nn.Module):
     """act / evaluate / value of rlinf.models.policy over a loaded OpenVLA (-OFT) model."""
+
+    # LoRA (actor.model.lora_rank): adapters in the Llama decoder (prismatic's `language_model`), as RLinf's
+    # OpenVLA-OFT recipes; the vision backbone and the LM stay frozen, the projector and value head train.
+    LORA_LM = "vla.language_model"
+    LORA_TRAINABLE = ("vla.projector", "value_head")
 
     def __init__(self, cfg: ModelConfig, spec: Dict[str, Any], vla: nn.Module, processor: Any):
         super().__init__()

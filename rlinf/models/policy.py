@@ -75,6 +75,8 @@ def policy_spec(cfg: ModelConfig, spec: Dict[str, Any]) -> Dict[str, Any]:
                     "action_bins": cfg.action_bins, "vision_hidden_size": cfg.vision_hidden_size,
                     "vision_layers": cfg.vision_layers, "patch_size": cfg.patch_size,
                     "instruction_tokens": cfg.instruction_tokens, "num_heads": cfg.num_heads})
+        if cfg.lora_rank:  # the adapters' shapes, and their scale, which a checkpoint's values assume
+            out.update({"lora_rank": cfg.lora_rank, "lora_alpha": cfg.lora_alpha})
     return out
 
 

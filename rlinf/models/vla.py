@@ -72,6 +72,9 @@ class ActionTokenizer:
 class TinyVLA(nn.Module):
     """See the module docstring; `act` / `evaluate` / `value` follow rlinf.models.policy."""
 
+    LORA_LM = "lm"  # LoRA (actor.model.lora_rank): adapters in the decoder; these stay trainable
+    LORA_TRAINABLE = ("projector", "proprio", "action_queries", "value_head")
+
     def __init__(self, cfg: ModelConfig, spec: Dict[str, Any]):
         super().__init__()
         from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
@@ -214,11 +217,21 @@ def _pick(logits: Tensor, greedy: bool, generator: Optional[torch.Generator]) ->
 
 
 def build_vla(cfg: ModelConfig, spec: Dict[str, Any], seed: int) -> nn.Module:
-    """The tiny VLA (no `path`), or an OpenVLA / OpenVLA-OFT checkpoint from the local `path`."""
+    """The tiny VLA (no `path`), or an OpenVLA / OpenVLA-OFT checkpoint from the local `path`; with
+    `lora_rank` > 0, LoRA adapters on its LM (`rlinf.models.lora`, initialised from `seed`) and
+    everything but the adapters and the policy's `LORA_TRAINABLE` submodules frozen."""
     if cfg.path is not None:
         from rlinf.models.openvla import load_openvla
 
-        return load_openvla(cfg, spec, seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return TinyVLA(cfg, spec)
+        policy = load_openvla(cfg, spec, seed)
+    else:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            policy = TinyVLA(cfg, spec)
+    if cfg.lora_rank:
+        from rlinf.models.lora import apply_lora
+
+        with torch.random.fork_rng():
+            torch.manual_seed(seed + 1)
+            apply_lora(policy, cfg.lora_rank, cfg.lora_alpha, lm=policy.LORA_LM, keep_trainable=policy.LORA_TRAINABLE)
+    return policy

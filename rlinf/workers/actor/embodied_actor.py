@@ -26,6 +26,11 @@ episode ended, and on steps after an env's episode under GRPO). `algorithm.rewar
 GRPO-family estimators (`adv_estimator` grpo, drgrpo, rloo, reinforce_plus_plus_baseline): the score of
 an env row is its episode return sum mask * r, groups are the `group_index` rows that started from the
 same seed, and no value loss is trained.
+
+LoRA (`actor.model.lora_rank` > 0, VLA): Adam, the gradient all-reduce and the clip cover the trainable
+parameters only (adapters, projector, action-chunk embeddings, value head); weight syncs (engine plan and
+object store) and checkpoints (`model.pt`, meta `weights: trainable`) carry only those tensors, since every
+process rebuilds the same frozen base from the config, `seed` and checkpoint path (`rlinf.models.lora`).
 """
 
 import json
@@ -42,6 +47,7 @@ import torch.distributed as dist
 from rlinf.algorithms import compute_advantages, compute_policy_loss, value_loss
 from rlinf.algorithms.advantages import masked_mean, masked_var
 from rlinf.config.schema import ActorConfig, AlgorithmConfig
+from rlinf.models.lora import has_lora, load_weights, sync_tensors, trainable_parameters
 from rlinf.models.policy import build_policy, chunk_of, flatten_steps, index, policy_spec, to_tensors
 from rlinf.scheduler import Worker
 
@@ -56,8 +62,10 @@ class EmbodiedActorWorker(Worker):
         self.cfg, self.algo, self.total_steps = cfg, algo, total_steps
         self.spec = spec
         self.model = build_policy(cfg.model, spec, seed).to(self.device)
+        self.seed = seed
         self.chunk = chunk_of(self.model)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        self.trainable = list(trainable_parameters(self.model).values())  # all of them without LoRA
+        self.optimizer = torch.optim.Adam(self.trainable, lr=cfg.lr, eps=cfg.adam_eps)
         self.generator = torch.Generator().manual_seed(seed * 7919 + self.rank)
         self.version = 0
 
@@ -181,7 +189,7 @@ class EmbodiedActorWorker(Worker):
         self._average_gradients()
         norm = 0.0
         if self.cfg.grad_clip > 0:
-            norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip))
+            norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.grad_clip))
         self.optimizer.step()
         out = {f"actor/{k}": float(v) for k, v in pg_metrics.items()}
         out.update({"actor/pg_loss": float(pg.detach()), "actor/entropy": float(ent.detach()),
@@ -190,10 +198,10 @@ class EmbodiedActorWorker(Worker):
         return out
 
     def _average_gradients(self) -> None:
-        """g <- (1 / world) * sum over ranks of g, one flat all_reduce for all parameters."""
+        """g <- (1 / world) * sum over ranks of g, one flat all_reduce for all trainable parameters."""
         if self.world_size == 1:
             return
-        params = [p for p in self.model.parameters() if p.grad is not None]
+        params = [p for p in self.trainable if p.grad is not None]
         flat = torch.cat([p.grad.reshape(-1) for p in params])
         dist.all_reduce(flat)
         flat /= self.world_size
@@ -206,15 +214,19 @@ class EmbodiedActorWorker(Worker):
     def save_checkpoint(self, path: str, extra: Optional[dict] = None) -> str:
         """`path/model.pt`, `optim.pt`, `meta.json` (rank 0) and `rng_rank<r>.pt` (every rank).
 
-        The learning-rate schedule's state is the update count (`version`, in meta.json).
+        The learning-rate schedule's state is the update count (`version`, in meta.json). With LoRA,
+        model.pt holds the trainable tensors only (meta: `weights: trainable`, `base_seed`: the seed the
+        frozen base and the adapters' initialisation were built from; `rlinf.eval` rebuilds it from them).
         """
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
-            torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, out / "model.pt")
+            lora = has_lora(self.model)
+            state = sync_tensors(self.model) if lora else self.model.state_dict()
+            torch.save({k: v.detach().cpu() for k, v in state.items()}, out / "model.pt")
             torch.save(self.optimizer.state_dict(), out / "optim.pt")
             meta = {"version": self.version, "world_size": self.world_size, "model": self.model_spec(),
-                    **(extra or {})}
+                    **({"weights": "trainable", "base_seed": self.seed} if lora else {}), **(extra or {})}
             (out / "meta.json").write_text(json.dumps(meta, indent=2))
         torch.save({"generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()},
                    out / f"rng_rank{self.rank}.pt")
@@ -228,7 +240,7 @@ class EmbodiedActorWorker(Worker):
         meta = json.loads((src / "meta.json").read_text())
         if meta["model"] != self.model_spec():
             raise ValueError(f"checkpoint model {meta['model']} does not match this run's {self.model_spec()}")
-        self.model.load_state_dict(torch.load(src / "model.pt", map_location=self.device, weights_only=True))
+        load_weights(self.model, torch.load(src / "model.pt", map_location=self.device, weights_only=True))
         self.optimizer.load_state_dict(torch.load(src / "optim.pt", map_location=self.device, weights_only=True))
         self.version = meta["version"]
         rng_file = src / f"rng_rank{self.rank}.pt"
@@ -247,12 +259,13 @@ class EmbodiedActorWorker(Worker):
 
     def setup_reshard(self, peer_group: str, num_replicas: int, cfg, handles: List) -> None:
         """Resharding source for `num_replicas` rollout replicas. The replicas here are identical, so the
-        plan's source is one full copy (`SourceLayout(1)`) and rank 0 sends it; other ranks send nothing."""
-        from rlinf.reshard import ReshardSource, SourceLayout, TargetLayout, make_plan, module_tensors
+        plan's source is one full copy (`SourceLayout(1)`) and rank 0 sends it; other ranks send nothing.
+        With LoRA the plan holds the trainable tensors only (the rollout plans the same `sync_tensors`)."""
+        from rlinf.reshard import ReshardSource, SourceLayout, TargetLayout, make_plan
 
         self.reshard = None
         if self.rank == 0:
-            tensors = module_tensors(self.model)
+            tensors = sync_tensors(self.model)
             plan = make_plan(((n, t.shape, t.dtype) for n, t in tensors.items()), SourceLayout(1),
                              TargetLayout(num_replicas, 1))
             self.reshard = ReshardSource(plan, self, peer_group, cfg.bucket_mb, cfg.pipeline_depth, cfg.timeout_s,
@@ -262,15 +275,15 @@ class EmbodiedActorWorker(Worker):
     def send_weights(self, version: int) -> int:
         if self.reshard is None:
             return version
-        from rlinf.reshard import module_tensors
-
-        return self.reshard.send(module_tensors(self.model), version)
+        return self.reshard.send(sync_tensors(self.model), version)
 
     def export_weights(self) -> List:
-        """Rank 0 returns [ObjectRef of {name: ndarray}] (replicas are identical); other ranks []."""
+        """Rank 0 returns [ObjectRef of {name: ndarray}] (replicas are identical; with LoRA the trainable
+        tensors only); other ranks []."""
         if self.rank != 0:
             return []
-        return [ray.put({k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()})]
+        state = sync_tensors(self.model) if has_lora(self.model) else self.model.state_dict()
+        return [ray.put({k: v.detach().cpu().numpy().copy() for k, v in state.items()})]
 
     def state_dict_numpy(self) -> Dict[str, np.ndarray]:
         """This replica's weights as arrays (tests check the replicas stay identical)."""

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from rlinf.config.schema import ModelConfig
+from rlinf.models.lora import load_weights, sync_tensors
 from rlinf.models.policy import build_policy, to_tensors
 from rlinf.envs import obs as obs_ops
 from rlinf.scheduler import Worker
@@ -32,18 +33,20 @@ class PolicyRolloutWorker(ModuleReshardTarget, Worker):
         self.version = -1
 
     def load_weights(self, refs: List, version: int) -> int:
-        """Replace the weights with the actor's (bit-exact copy); returns the version now held."""
-        self.model.load_state_dict(fetch_state_dict(refs[0]), strict=True)
+        """Replace the weights with the actor's (bit-exact copy; with LoRA the trainable tensors, on the
+        identical frozen base this worker built); returns the version now held."""
+        load_weights(self.model, fetch_state_dict(refs[0]))
         self.version = version
         return version
 
     def setup_reshard(self, peer_group: str, dp_size: int, colocated: bool, cfg, staged: bool = False) -> dict:
         """Become a resharding target (one full replica; the actor's replicas are identical, so the plan's
         source is one full copy): the model reads its weights from the engine's views from now on.
-        `staged`: syncs land in a staging arena and `apply_weights` switches between requests (async)."""
-        from rlinf.reshard import SourceLayout, TargetLayout, make_plan, module_tensors
+        `staged`: syncs land in a staging arena and `apply_weights` switches between requests (async).
+        With LoRA only the trainable tensors are planned and bound (`rlinf.models.lora.sync_tensors`)."""
+        from rlinf.reshard import SourceLayout, TargetLayout, make_plan
 
-        plan = make_plan(((n, t.shape, t.dtype) for n, t in module_tensors(self.model).items()), SourceLayout(1),
+        plan = make_plan(((n, t.shape, t.dtype) for n, t in sync_tensors(self.model).items()), SourceLayout(1),
                          TargetLayout(self.world_size, 1))
         return self._bind_reshard(plan, peer_group, colocated, cfg, staged)
 
