@@ -20,11 +20,16 @@ process in every mode, and the OS shares the 2 cores between them.
 What is timed: the runner's own collection phase, `EmbodiedWorkflow.collect(step)` (real env and
 rollout workers, the same calls `rlinf.runners.runner.run` makes), after one warm-up collection that
 includes the first reset; no PPO update runs (it is not part of collection). Per mode: env steps/s =
-N x T x C / collect wall time, step time = collect wall time / T decisions.
+N x T x C / collect wall time (median over the repeats), step time = collect wall time / T decisions.
+ManiSkill: all four modes' workers live side by side and the measured collections run round-robin, so
+load drift hits every mode alike; LIBERO (~1 GB per env) runs the modes one after another.
+Diagnostics per decision: env busy / policy busy = time the env ranks spent inside `step` and the
+rollout ranks inside `act` (their own timeline spans, all lanes), controller cpu = CPU time of this
+driver process (Ray submission, serialisation, the collection loop).
 
 t_env and t_policy: in the colocated k = 1 setup, the full batch's `env.step` alone and the full
 batch's `rollout.act` alone, each timed from the controller (one Ray round trip each, as in the
-collection loop), repeated and averaged. Ideal overlap bound = (t_env + t_policy) / max(t_env,
+collection loop), T of each after every round, median. Ideal overlap bound = (t_env + t_policy) / max(t_env,
 t_policy); efficiency = measured speedup over colocated k = 1 / ideal.
 
 The last line printed is `RESULT {json}`.
@@ -51,10 +56,10 @@ from rlinf.scheduler import Cluster
 # workload: config, overrides, (default envs, decisions per collect), (--quick envs, decisions), interleave modes
 WORKLOADS = {
     "maniskill_mlp": ("configs/ppo_maniskill_pushcube_mlp.yaml",
-                      ["env.sim_backend=cpu", "env.max_episode_steps=1000"], (32, 32), (16, 16), True),
+                      ["env.sim_backend=cpu", "env.max_episode_steps=1000"], (32, 32), (8, 8), True),
     "libero_tinyvla": ("configs/grpo_libero_spatial_tinyvla.yaml",
                        ["env.image_size=128", "algorithm.adv_estimator=gae", "env.max_episode_steps=1000"],
-                       (4, 10), (4, 4), False),
+                       (4, 10), (4, 3), False),
 }
 MODES = {  # name: (placement, pipeline stages)
     "colocated_k1": ({"actor,rollout,env": 0}, 1),
@@ -184,6 +189,7 @@ def report(workload: str, res: Dict) -> None:
           f"median of {res['repeats']} collections ==")
     print(f"t_env {res['t_env_ms']:.1f} ms, t_policy {res['t_policy_ms']:.1f} ms (full batch, alone): "
           f"ideal overlap bound {res['ideal']:.2f}x; t_env + t_policy = {res['t_env_ms'] + res['t_policy_ms']:.1f} ms")
+    print(f"workload wall time (workers started, warmed up, measured, shut down): {res['wall_s']:.0f} s")
     print(f"load average (1 min) at each round: {', '.join(f'{x:.2f}' for x in res['load_avg_1m'])}")
     print(f"{'mode':18s} {'placement':14s} {'env steps/s':>11s} {'step ms':>8s} {'speedup':>8s} {'of ideal':>8s} "
           f"{'env busy':>9s} {'policy busy':>11s} {'controller cpu':>14s}")
@@ -206,9 +212,11 @@ def main() -> None:
     names: List[str] = list(WORKLOADS) if args.workload == "both" else [args.workload]
     results = {}
     for w in names:
+        t0 = time.time()
         results[w] = run_workload(w, args.quick, repeats)
+        results[w]["wall_s"] = time.time() - t0
         report(w, results[w])
-    summary = {w: {"envs": r["envs"], "load_avg_1m": r["load_avg_1m"], "t_env_ms": r["t_env_ms"], "t_policy_ms": r["t_policy_ms"],
+    summary = {w: {"envs": r["envs"], "wall_s": r["wall_s"], "load_avg_1m": r["load_avg_1m"], "t_env_ms": r["t_env_ms"], "t_policy_ms": r["t_policy_ms"],
                    "ideal": r["ideal"],
                    "steps_per_s": {m: r["modes"][m]["env_steps_per_s"] for m in MODES},
                    "step_ms": {m: r["modes"][m]["step_ms"] for m in MODES},
