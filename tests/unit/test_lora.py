@@ -147,3 +147,21 @@ def test_lora_checkpoint_holds_trainable_tensors_and_eval_loads_it(tmp_path):
     fresh = EmbodiedActorWorker(cfg.actor, cfg.algorithm, spec, cfg.runner.seed, 10)
     fresh.load_checkpoint(str(tmp_path / "ckpt" / "actor"))
     assert all(np.array_equal(fresh.state_dict_numpy()[k], v) for k, v in actor.state_dict_numpy().items())
+
+
+def test_llama_decoder_gets_seven_adapters_per_layer_and_bf16_bases_work():
+    """OpenVLA's LM is a Llama decoder: the default targets cover its projections; adapters stay fp32."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                                      num_attention_heads=2, num_key_value_heads=2)).to(torch.bfloat16)
+    ids = torch.randint(0, 50, (2, 5))
+    before = lm(input_ids=ids).logits
+    assert apply_lora(lm, 4, 4.0, lm="model") == 2 * 7
+    assert torch.equal(lm(input_ids=ids).logits, before)
+    r = 4
+    per_layer = 4 * r * (16 + 16) + 2 * r * (16 + 24) + r * (24 + 16)
+    trainable = {n: p for n, p in lm.named_parameters() if p.requires_grad}
+    assert sum(p.numel() for p in trainable.values()) == 2 * per_layer
+    assert all(p.dtype == torch.float32 for p in trainable.values()) and not lm.lm_head.weight.requires_grad
