@@ -139,6 +139,10 @@ class ActorConfig:
     global_batch_size: Optional[int] = _f(None, "Samples (env steps) per optimizer step over all actor ranks, i.e. the PPO minibatch; null: the whole batch, one step per epoch. Read by the embodied actor (the reasoning actor takes one step per epoch).", min=1)
     lr_schedule: str = _f("constant", "Learning-rate schedule over runner.max_steps: constant, or linear decay lr * (1 - step / max_steps) (embodied actor).", choices=["constant", "linear"])
     adam_eps: float = _f(1e-8, "Adam epsilon of the embodied actor's optimizer.", min=0.0)
+    embodied_micro_batch_size: Optional[int] = _f(None, "Embodied actor: samples per forward/backward inside a PPO "
+                                                  "minibatch (gradient accumulation, one optimizer step per "
+                                                  "minibatch; bounds activation memory of large VLAs); null: the "
+                                                  "whole minibatch in one pass.", min=1)
     offload: bool = _f(False, "Offload model and optimizer state between phases (colocated placement).")
 
 

@@ -165,3 +165,38 @@ def test_llama_decoder_gets_seven_adapters_per_layer_and_bf16_bases_work():
     trainable = {n: p for n, p in lm.named_parameters() if p.requires_grad}
     assert sum(p.numel() for p in trainable.values()) == 2 * per_layer
     assert all(p.dtype == torch.float32 for p in trainable.values()) and not lm.lm_head.weight.requires_grad
+
+
+def _image_batch(rng, n=2, T=4, C=2):
+    obs = {"image": rng.integers(0, 256, (n, T, 32, 32, 3), dtype=np.uint8),
+           "state": rng.normal(size=(n, T, 5)).astype(np.float32),
+           "instruction": np.array([["pick the cube"] * T, ["push it"] * T] * (n // 2))}
+    mask = np.ones((n, T, C), np.float32)
+    mask[0, -1, 1] = 0.0  # an episode that ended inside a chunk
+    return {"obs": obs, "actions": rng.uniform(-1, 1, (n, T, C, 3)).astype(np.float32),
+            "logprobs": np.full((n, T, C), -16.0, np.float32), "values": rng.normal(size=(n, T, C)).astype(np.float32),
+            "rewards": rng.normal(size=(n, T, C)).astype(np.float32), "dones": np.zeros((n, T, C), bool),
+            "final_values": np.zeros((n, T, C), np.float32), "bootstrap_values": np.zeros((n, C), np.float32),
+            "mask": mask}
+
+
+@pytest.mark.parametrize("level", ["action", "chunk"])
+def test_micro_batches_accumulate_the_minibatch_gradient(level):
+    """embodied_micro_batch_size splits a PPO minibatch into passes; the update matches one pass."""
+    from rlinf.workers.actor.embodied_actor import EmbodiedActorWorker
+
+    algo = AlgorithmConfig(adv_estimator="gae", reward_level="chunk", logprob_level=level, update_epochs=1,
+                           entropy_coef=0.01)
+    batch = _image_batch(np.random.default_rng(0))
+    states, metrics = [], []
+    for micro in (None, 3):
+        actor = EmbodiedActorWorker(ActorConfig(model=_cfg(4), lr=1e-2, grad_clip=0.5, embodied_micro_batch_size=micro),
+                                    algo, SPEC, 0, 10)
+        metrics.append(actor.update({k: v for k, v in batch.items()}))
+        states.append(actor.state_dict_numpy())
+    assert any(not np.array_equal(states[0][k], build_policy(_cfg(4), SPEC, 0).state_dict()[k].numpy())
+               for k in states[0])  # the step moved the weights
+    for k in states[0]:
+        np.testing.assert_allclose(states[1][k], states[0][k], rtol=1e-4, atol=1e-6, err_msg=k)
+    for k in ("actor/pg_loss", "critic/value_loss", "actor/entropy", "actor/grad_norm", "actor/clipfrac"):
+        assert metrics[1][k] == pytest.approx(metrics[0][k], rel=1e-4, abs=1e-6), k

@@ -163,38 +163,63 @@ class EmbodiedActorWorker(Worker):
                 "offpolicy/is_clipped_frac": float((ratio > self.algo.tis_cap).float().mean())}
 
     def _minibatch_step(self, mb: Dict[str, torch.Tensor]) -> Dict[str, float]:
-        algo = self.algo
-        logp, entropy, values = self.model.evaluate(mb["obs"], mb["actions"])
+        """One optimizer step on a PPO minibatch; with `actor.embodied_micro_batch_size` m the minibatch
+        runs in forward/backward passes of m samples whose losses are divided by the whole minibatch's
+        valid-step count (gradient accumulation: the same gradient up to float rounding)."""
         B = len(mb["adv"])
-        logp, entropy, values = logp.reshape(B, -1), entropy.reshape(B, -1), values.reshape(B, -1)
-        old, adv, mask, is_w = mb["logprobs"], mb["adv"], mb["mask"], mb.get("is_weights")
-        if algo.logprob_level == "chunk":  # one decision: log pi(chunk) = sum of its actions' log-probs
-            logp, old = logp.sum(-1, keepdim=True), old.sum(-1, keepdim=True)
-        if self.uses_values and mask.sum() > 1:
+        adv, mask = mb["adv"], mb["mask"]
+        if self.uses_values and mask.sum() > 1:  # normalised over the minibatch, before any split
             adv = (adv - masked_mean(adv, mask)) / (masked_var(adv, mask).sqrt() + 1e-8)
-        pg, pg_metrics = compute_policy_loss(algo.policy_loss, logp, old, adv, mask,
-                                             clip_low=algo.clip_ratio_low, clip_high=algo.clip_ratio_high,
-                                             dual_clip=algo.dual_clip, is_weights=is_w)
-        if entropy.shape != mask.shape:  # chunk level: mean entropy of the chunk's actions per decision
-            entropy = entropy.mean(-1, keepdim=True)
-        ent = masked_mean(entropy, mask)
-        loss = pg - algo.entropy_coef * ent
-        vloss, v_metrics = torch.zeros(()), {"vf_clipfrac": 0.0}
-        if self.uses_values:
-            vals = values[:, :mb["values"].shape[1]]
-            vloss, v_metrics = value_loss(vals, mb["values"], mb["ret"], mask, clip=algo.value_clip)
-            loss = loss + algo.value_coef * vloss
+        micro = self.cfg.embodied_micro_batch_size or B
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if micro >= B:
+            out = self._loss_backward(mb, adv, None, 1.0)
+        else:
+            den = float(mask.sum().clamp_min(1e-8))
+            out = {}
+            for start in range(0, B, micro):
+                idx = torch.arange(start, min(start + micro, B), device=adv.device)
+                part = {k: index(v, idx) for k, v in mb.items()}
+                weight = float(part["mask"].sum()) / den  # share of the minibatch's valid steps (metrics)
+                for k, v in self._loss_backward(part, adv[idx], den, weight).items():
+                    out[k] = out.get(k, 0.0) + v
         self._average_gradients()
         norm = 0.0
         if self.cfg.grad_clip > 0:
             norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.grad_clip))
         self.optimizer.step()
-        out = {f"actor/{k}": float(v) for k, v in pg_metrics.items()}
+        out["actor/grad_norm"] = norm
+        return out
+
+    def _loss_backward(self, mb: Dict[str, torch.Tensor], adv: torch.Tensor, den: Optional[float],
+                       weight: float) -> Dict[str, float]:
+        """Backward of the PPO loss on (part of) a minibatch; `den`: the divisor of the losses' means (None:
+        this part's valid steps). Returns the loss terms (sums over parts = the minibatch's) and the
+        per-part metrics scaled by `weight`."""
+        algo = self.algo
+        logp, entropy, values = self.model.evaluate(mb["obs"], mb["actions"])
+        B = len(adv)
+        logp, entropy, values = logp.reshape(B, -1), entropy.reshape(B, -1), values.reshape(B, -1)
+        old, mask, is_w = mb["logprobs"], mb["mask"], mb.get("is_weights")
+        if algo.logprob_level == "chunk":  # one decision: log pi(chunk) = sum of its actions' log-probs
+            logp, old = logp.sum(-1, keepdim=True), old.sum(-1, keepdim=True)
+        pg, pg_metrics = compute_policy_loss(algo.policy_loss, logp, old, adv, mask,
+                                             clip_low=algo.clip_ratio_low, clip_high=algo.clip_ratio_high,
+                                             dual_clip=algo.dual_clip, is_weights=is_w, denominator=den)
+        if entropy.shape != mask.shape:  # chunk level: mean entropy of the chunk's actions per decision
+            entropy = entropy.mean(-1, keepdim=True)
+        ent = masked_mean(entropy, mask) if den is None else (entropy * mask).sum() / den
+        loss = pg - algo.entropy_coef * ent
+        vloss, v_metrics = torch.zeros(()), {"vf_clipfrac": 0.0}
+        if self.uses_values:
+            vals = values[:, :mb["values"].shape[1]]
+            vloss, v_metrics = value_loss(vals, mb["values"], mb["ret"], mask, clip=algo.value_clip, denominator=den)
+            loss = loss + algo.value_coef * vloss
+        loss.backward()
+        out = {f"actor/{k}": weight * float(v) for k, v in pg_metrics.items()}
         out.update({"actor/pg_loss": float(pg.detach()), "actor/entropy": float(ent.detach()),
-                    "critic/value_loss": float(vloss.detach()), "critic/vf_clipfrac": float(v_metrics["vf_clipfrac"]),
-                    "actor/grad_norm": norm})
+                    "critic/value_loss": float(vloss.detach()),
+                    "critic/vf_clipfrac": weight * float(v_metrics["vf_clipfrac"])})
         return out
 
     def _average_gradients(self) -> None:
