@@ -37,7 +37,7 @@ def _phase(name):
     return nullcontext()
 
 
-@pytest.mark.parametrize("transport", ["engine", "object_store"])
+@pytest.mark.parametrize("transport", ["engine", "engine_colocated", "object_store"])
 def test_lora_vla_syncs_trainable_tensors_bit_exact_and_base_stays_frozen(cluster, transport):
     model = ModelConfig(kind="vla", hidden_size=32, num_layers=1, num_heads=2, vision_hidden_size=32, vision_layers=1,
                         patch_size=16, instruction_tokens=8, action_head="chunk", action_chunk=C, lora_rank=4,
@@ -46,12 +46,13 @@ def test_lora_vla_syncs_trainable_tensors_bit_exact_and_base_stays_frozen(cluste
     algo = AlgorithmConfig(adv_estimator="gae", reward_level="chunk", logprob_level="action", update_epochs=1)
     actor = WorkerGroup(cluster, EmbodiedActorWorker, f"lora_actor_{transport}", [0, 1],
                         args=(actor_cfg, algo, SPEC, 3, 10))
-    rollout = WorkerGroup(cluster, PolicyRolloutWorker, f"lora_rollout_{transport}", [2, 3], args=(model, SPEC, 3),
+    rollout = WorkerGroup(cluster, PolicyRolloutWorker, f"lora_rollout_{transport}",
+                          [0, 1] if transport == "engine_colocated" else [2, 3], args=(model, SPEC, 3),
                           init_dist=False)
     try:
         sync = WeightSync(actor, rollout, _phase)
-        if transport == "engine":
-            sync.use_engine(ReshardConfig(), colocated=False)
+        if transport != "object_store":
+            sync.use_engine(ReshardConfig(), colocated=transport == "engine_colocated")
         initial = actor.call("state_dict_numpy", ranks=[0]).wait()[0]
         frozen = [k for k in initial if "lora_" not in k and k.split(".")[0] not in
                   ("projector", "proprio", "action_queries", "value_head")]
