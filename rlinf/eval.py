@@ -335,7 +335,7 @@ def evaluate(cfg: RLinfConfig, checkpoint: Optional[str], config_path: str = "",
     set); returns the summary (also written to <output_dir>/eval_summary.json)."""
     import torch
 
-    from rlinf.envs import make_vector_env, policy_spec
+    from rlinf.envs import make_vector_env, task_spec
 
     torch.set_num_threads(cfg.cluster.threads_per_worker)
     if cfg.eval.video:
@@ -348,7 +348,7 @@ def evaluate(cfg: RLinfConfig, checkpoint: Optional[str], config_path: str = "",
     first_env = make_vector_env(tasks[0].env_cfg, batch)  # checks the policy against the task before writing
     try:
         if policy is None:
-            policy = load_policy(cfg, ckpt, policy_spec(first_env))
+            policy = load_policy(cfg, ckpt, task_spec(first_env))
         out_dir = (Path(cfg.eval.output_dir) if cfg.eval.output_dir
                    else run_dir / f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ def make_vector_env(env_cfg: Any, num_envs: int):
     return _module(env_cfg.simulator).make_vector_env(env_cfg, num_envs)
 
 
-def policy_spec(env: Any) -> Dict[str, Any]:
+def task_spec(env: Any) -> Dict[str, Any]:
     """What a policy for the vector env's task needs (the `spec` of rlinf.models.policy): obs_shape (array
     obs) or image_shape and state_dim (dict obs), obs_dim, action_dim, discrete, action_low / action_high
     (continuous)."""

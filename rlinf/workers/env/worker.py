@@ -23,7 +23,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from rlinf.config.schema import EnvConfig
-from rlinf.envs import make_vector_env, policy_spec
+from rlinf.envs import make_vector_env, task_spec
 from rlinf.envs import obs as obs_ops
 from rlinf.errors import InputError
 from rlinf.scheduler import Worker
@@ -50,8 +50,8 @@ class EnvWorker(Worker):
         self._eval_stats: Dict[str, list] = {}
 
     def spec(self) -> Dict[str, object]:
-        """What a policy for this task needs (see `rlinf.envs.policy_spec`)."""
-        return policy_spec(self.envs[0])
+        """What a policy for this task needs (see `rlinf.envs.task_spec`)."""
+        return task_spec(self.envs[0])
 
     # ---- training envs --------------------------------------------------------------------------
     def reset(self, seeds: Optional[List[List[int]]] = None) -> List[obs_ops.Obs]:
