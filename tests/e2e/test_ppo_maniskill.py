@@ -36,3 +36,22 @@ def test_tiny_pushcube_run_reports_success_metrics(cluster, tmp_path):
     # 10 env steps per training step, 10-step episodes (the recipe ignores terminations): every env finishes one each step
     assert all(r["env/episodes"] == 4 and r["env/length"] == 10 and "env/success_rate" in r for r in train)
     assert yaml.safe_load((out / "config.yaml").read_text())["env"]["simulator"] == "maniskill"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_recipe_learns_pushcube_in_25_steps(cluster, tmp_path):
+    """The recipe as shipped, cut to its first 25 updates (25 x 32 envs x 32 steps): the greedy policy's
+    mean return on 32 held-out episodes (normalized dense reward, 50-step episodes, at most 50) rises by
+    >= 1.5. Measured with `rlinf.run` and these overrides: 3.54 -> 6.41 (seed 1), 3.59 -> 8.74 (seed 2),
+    3.48 -> 8.05 (seed 3), i.e. +2.9 to +5.2, in 104-125 s per run at load 4-10. Success after 25 updates
+    is only 0.06-0.22 (the full 250-step recipe reaches ~0.7), too close to 0 on 32 episodes to assert."""
+    out = tmp_path / "run"
+    cfg = load_config(CONFIG, [f"runner.output_dir={out}", "runner.max_steps=25", "runner.eval_interval=0",
+                               "runner.progress_bar=false", "runner.plots=false", "runner.tensorboard=false"])
+    placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
+                                cfg.rollout.pipeline_stages, components_for(cfg))
+    summary = run(cfg, placement, "ppo_maniskill_pushcube_mlp")
+    start, final = summary["eval"]["start"], summary["eval"]["final"]
+    assert start["num_episodes"] == final["num_episodes"] == 32
+    assert final["return"] - start["return"] >= 1.5, summary["eval"]
