@@ -156,6 +156,27 @@ def _check_lora(cfg: RLinfConfig) -> None:
                               f"set {section}.model.lora_rank=0", key=f"{section}.model.lora_rank")
 
 
+def _check_early_stop(cfg: RLinfConfig) -> None:
+    """runner.stop_metric / stop_value come together, need periodic evaluations and a metric the run reports."""
+    run = cfg.runner
+    if (run.stop_metric is None) != (run.stop_value is None):
+        missing = "runner.stop_value" if run.stop_value is None else "runner.stop_metric"
+        raise ConfigError(f"early stopping needs runner.stop_metric and runner.stop_value together; set {missing}",
+                          key=missing)
+    if run.stop_metric is None:
+        return
+    if not run.eval_interval:
+        raise ConfigError("early stopping checks the periodic evaluations; set runner.eval_interval > 0",
+                          key="runner.eval_interval")
+    if cfg.env.id is None:
+        allowed = ("accuracy", "reward")
+    else:
+        allowed = ("return", "length") + (("success_rate",) if cfg.env.simulator in ("maniskill", "libero") else ())
+    if run.stop_metric not in allowed:
+        raise ConfigError(f"this run's evaluation reports {', '.join(allowed)}, not '{run.stop_metric}'",
+                          key="runner.stop_metric")
+
+
 def build_config(data: dict, overrides: Iterable[str] = ()) -> RLinfConfig:
     """Merge `data` (a parsed YAML mapping) and dotlist `overrides` onto the schema and validate."""
     merged = _merge(data, parse_overrides(overrides), _mapping_fields(RLinfConfig))
@@ -170,6 +191,7 @@ def build_config(data: dict, overrides: Iterable[str] = ()) -> RLinfConfig:
         raise ConfigError(f"invalid value: {first}", key=key) from None
     _check_constraints(obj)
     _check_lora(obj)
+    _check_early_stop(obj)
     return obj
 
 

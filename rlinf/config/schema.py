@@ -46,6 +46,11 @@ class RunnerConfig:
     max_restarts: int = _f(0, "Times the controller restarts dead worker groups and resumes from the last checkpoint.", min=0)
     save_interval: int = _f(0, "Save a checkpoint every N steps and at the last step (0: no checkpoints).", min=0)
     eval_interval: int = _f(0, "Evaluate on held-out data every N steps (0: only at start and end).", min=0)
+    stop_metric: Optional[str] = _f(None, "Stop training at the first periodic evaluation (runner.eval_interval) whose "
+                                    "metric reaches runner.stop_value; that evaluation is the final one. Embodied: return, "
+                                    "length, success_rate (maniskill, libero); reasoning: accuracy, reward. null: run "
+                                    "all max_steps.", choices=["return", "length", "success_rate", "accuracy", "reward"])
+    stop_value: Optional[float] = _f(None, "Threshold of runner.stop_metric (stop when the evaluation's value >= it).")
     schedule: str = _f("auto", "Training schedule: auto (from placement and max_staleness), sync, async or pipeline.", choices=["auto", "sync", "async", "pipeline"])
     seed: int = _f(1, "Global random seed.", min=0)
     log_interval: int = _f(1, "Log metrics every N steps.", min=1)

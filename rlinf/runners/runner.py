@@ -92,6 +92,7 @@ class Runner:
         logger.info("eval at start: %s", eval_start)
         samples = tokens = 0.0
         train_time = 0.0
+        eval_final, last_step = None, cfg.max_steps  # early stopping (runner.stop_metric) sets both
         progress = Progress(cfg.max_steps, enabled=cfg.progress_bar, initial=self.start_step)
         self.schedule.start(wf, self.start_step, cfg.max_steps)
         try:
@@ -109,21 +110,32 @@ class Runner:
                 metrics.update({"time/step_s": dt, "throughput/samples_per_s": metrics.get("samples", 0) / dt,
                                 "throughput/tokens_per_s": metrics.get("tokens", 0) / dt})
                 if cfg.eval_interval and (step + 1) % cfg.eval_interval == 0 and step + 1 < cfg.max_steps:
-                    metrics.update({f"eval/{k}": v for k, v in wf.evaluate().items()})
-                if (step + 1) % cfg.log_interval == 0 or step + 1 == cfg.max_steps:
+                    evaluation = wf.evaluate()
+                    metrics.update({f"eval/{k}": v for k, v in evaluation.items()})
+                    if cfg.stop_metric is not None and evaluation[cfg.stop_metric] >= cfg.stop_value:
+                        eval_final, last_step = evaluation, step + 1  # greedy and same seeds: no second evaluation
+                last = step + 1 == last_step
+                if (step + 1) % cfg.log_interval == 0 or last:
                     self.run_dir.log_metrics(step + 1, metrics)
                 progress.update(step + 1, metrics)
-                if cfg.save_interval and ((step + 1) % cfg.save_interval == 0 or step + 1 == cfg.max_steps):
+                if cfg.save_interval and ((step + 1) % cfg.save_interval == 0 or last):
                     self.save_checkpoint(step + 1)
+                if last:
+                    break
         finally:
             self.schedule.stop(wf)
         progress.close()
-        eval_final = wf.evaluate()
+        if eval_final is None:
+            eval_final = wf.evaluate()
+            self.run_dir.log_metrics(last_step, {f"eval/{k}": v for k, v in eval_final.items()})
+        else:
+            logger.info("stopping at step %d: eval %s %.4g >= runner.stop_value %.4g", last_step, cfg.stop_metric,
+                        eval_final[cfg.stop_metric], cfg.stop_value)
         logger.info("eval at end: %s", eval_final)
-        self.run_dir.log_metrics(cfg.max_steps, {f"eval/{k}": v for k, v in eval_final.items()})
         summary = {
             "eval": {"start": eval_start, "final": eval_final},
-            "steps": cfg.max_steps,
+            "steps": last_step,
+            "stopped_early": last_step < cfg.max_steps,
             "resumed_from_step": self.start_step,
             "throughput": {"samples_per_s": samples / max(train_time, 1e-9),
                            "tokens_per_s": tokens / max(train_time, 1e-9),

@@ -19,7 +19,7 @@ from rlinf.runners.runner import run
 pytestmark = pytest.mark.timeout(300)
 
 CONFIG = "configs/ppo_cartpole_mlp.yaml"
-TINY = ["runner.progress_bar=false", "runner.log_interval=1", "runner.eval_interval=0", "runner.plots=false",
+TINY = ["runner.progress_bar=false", "runner.log_interval=1", "runner.eval_interval=0", "runner.stop_metric=null", "runner.stop_value=null", "runner.plots=false",
         "runner.tensorboard=false", "env.num_envs=4", "env.rollout_steps=16", "actor.global_batch_size=32",
         "env.eval_episodes=2", "env.max_episode_steps=20", "cluster.num_devices=2",
         "cluster.component_placement={actor: 0-1, rollout: 0-1, env: 0-1}"]

@@ -61,11 +61,26 @@ def test_tiny_hybrid_pipelined_run(cluster, tmp_path):
     assert summary["eval"]["final"]["num_episodes"] == 3
 
 
+@pytest.mark.timeout(240)
+def test_early_stop_ends_at_the_first_evaluation_that_reaches_the_value(cluster, tmp_path):
+    # every 40-step-capped episode returns >= 1, so the evaluation after step 2 (of 3) stops the run
+    summary, _, out = _run(tmp_path, *TINY, "runner.stop_metric=return", "runner.stop_value=1",
+                           "runner.save_interval=5")
+    assert summary["steps"] == 2 and summary["stopped_early"] is True
+    rows = _rows(out)
+    assert max(r["step"] for r in rows) == 2
+    at_stop = [r for r in rows if "eval/return" in r and r["step"] == 2]
+    assert len(at_stop) == 1 and at_stop[0]["eval/return"] == summary["eval"]["final"]["return"]
+    assert (out / "checkpoints" / "step_000002" / "COMPLETE").exists()  # the stopping step is the last one: it is saved
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_recipe_solves_cartpole(cluster, tmp_path):
-    """The recipe as shipped (colocated on one device): greedy eval mean return >= 475 of 500."""
+    """The recipe as shipped (colocated on one device): greedy eval mean return >= 475 of 500, reached at a
+    periodic evaluation (the run stops there) or at the end of its 150 updates."""
     summary, placement, out = _run(tmp_path, "runner.progress_bar=false")
     assert placement.mode == "colocated"
     assert summary["eval"]["final"]["return"] >= 475, summary["eval"]
+    assert summary["steps"] <= 150 and summary["stopped_early"] == (summary["steps"] < 150)
     assert json.loads((out / "summary.json").read_text())["eval"]["final"]["return"] >= 475

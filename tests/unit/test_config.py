@@ -62,6 +62,13 @@ BAD = [
     ("runner: [1, 2\n", [], ".yaml", "malformed YAML"),
     ("- 1\n- 2\n", [], ".yaml", "top level must be a mapping"),
     ("cluster:\n  num_devices: 1.5\n", [], "cluster.num_devices", "could not be converted"),
+    (None, ["runner.stop_metric=accuracy", "runner.eval_interval=5"], "runner.stop_value", "together"),
+    (None, ["runner.stop_value=0.5", "runner.eval_interval=5"], "runner.stop_metric", "together"),
+    (None, ["runner.stop_metric=accuracy", "runner.stop_value=0.5"], "runner.eval_interval", "periodic evaluations"),
+    (None, ["runner.stop_metric=return", "runner.stop_value=1", "runner.eval_interval=5"], "runner.stop_metric",
+     "reports accuracy, reward, not 'return'"),
+    (None, ["env.id=CartPole-v1", "runner.stop_metric=success_rate", "runner.stop_value=1", "runner.eval_interval=5"],
+     "runner.stop_metric", "reports return, length, not 'success_rate'"),
 ]
 
 
