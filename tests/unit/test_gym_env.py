@@ -63,6 +63,18 @@ def test_continuous_actions_are_clipped_to_the_box():
     assert obs.shape == (2, 3) and rewards.dtype == np.float32
 
 
+def test_mujoco_task_through_gymnasium():
+    pytest.importorskip("mujoco")
+    env = GymVectorEnv("HalfCheetah-v5", num_envs=2, max_episode_steps=3)
+    assert (env.discrete, env.obs_dim, env.action_dim) == (False, 17, 6)
+    obs = env.reset(seed=0)
+    for _ in range(3):
+        obs, rewards, term, trunc, info = env.step(np.zeros((2, 6), dtype=np.float32))
+    # HalfCheetah never terminates: the 3-step limit truncates both envs
+    assert obs.shape == (2, 17) and trunc.all() and not term.any()
+    assert info["episode_length"].tolist() == [3, 3] and np.isfinite(info["episode_return"]).all()
+
+
 def test_unknown_env_id_names_the_key_and_suggests():
     with pytest.raises(InputError) as e:
         GymVectorEnv("CartPol-v1", num_envs=1)
