@@ -7,6 +7,11 @@ the way), the channel actor only queues references, and the consumer `ray.get`s 
 (zero-copy for numpy arrays, which therefore arrive read-only). A producer process must stay
 alive until its items are consumed (it owns them).
 
+Nothing is dropped silently: a put on a closed channel raises ChannelClosed and is counted in
+`stats()["dropped"]["put_after_close"]`; `destroy(reason)` counts what is still queued under
+`reason`; a get cancelled or timed out while the actor answered hands its items back (they are
+delivered next); a short batch after close is counted in `short_gets`.
+
 Every blocking call takes `timeout` in seconds; None means the channel's `default_timeout`
 (600 s unless set at creation), so no call waits forever. The actor gives up at the timeout and
 the client's own `ray.get` waits a margin longer, then raises `ChannelTimeout`.
@@ -14,12 +19,13 @@ the client's own `ray.get` waits a margin longer, then raises `ChannelTimeout`.
 
 import asyncio
 import logging
+import threading
 from typing import Any, Callable, Hashable, List, NamedTuple, Optional, Sequence, Tuple
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from rlinf.channel.core import ChannelClosed, ChannelCore, ChannelTimeout, Envelope
+from rlinf.channel.core import ChannelClosed, ChannelCore, ChannelGone, ChannelTimeout, Envelope
 
 logger = logging.getLogger(__name__)
 
@@ -130,12 +136,12 @@ class _ChannelActor:
             return _INVALID, str(e)
 
         def attempt() -> Optional[_Result]:
-            if core.closed:
-                return _CLOSED, None
             if not core.has_room(version, len(items)):
                 return None
             try:
-                core.put(items, version, producer)
+                core.put(items, version, producer)  # closed: refused and counted as dropped
+            except ChannelClosed:
+                return _CLOSED, None
             except ValueError as e:  # its admission was cancelled while it waited for room
                 return _INVALID, str(e)
             return _OK, None
@@ -148,14 +154,26 @@ class _ChannelActor:
             return _INVALID, f"get of {n} item(s) from a channel of capacity {core.capacity or 'unbounded'}"
 
         def attempt() -> Optional[_Result]:
-            if core.available() >= n:
-                return _OK, core.take(n)
-            if core.closed:  # closed: hand out what is left, then report closed
-                left = core.qsize()
-                return (_OK, core.take(min(n, left))) if left else (_CLOSED, None)
-            return None
+            try:
+                taken = core.get(n)  # closed: what is left (counted when short), then ChannelClosed
+            except ChannelClosed:
+                return _CLOSED, None
+            return None if taken is None else (_OK, taken)
 
         return await self._until("get", attempt, timeout)
+
+    async def restore(self, envelopes: List[Envelope]) -> None:
+        """Take back items a client received but could not hand to its caller (see `Channel._recover`)."""
+        self._core.restore(envelopes)
+        logger.warning("channel: %d item(s) handed back by a cancelled or timed-out get; queued again at the head",
+                       len(envelopes))
+        await self._notify()
+
+    async def discard(self, reason: str) -> dict:
+        """Close, drop what is queued (counted under `reason`) and return the final stats."""
+        self._core.discard(reason)
+        await self._notify()
+        return await self.stats()
 
     async def close(self) -> None:
         self._core.close()
@@ -219,9 +237,21 @@ class Channel:
         cfg = probe._call(actor.config.remote(), 60.0, "get_by_name")
         return cls(name, actor, cfg["default_timeout"])
 
-    def destroy(self) -> None:
-        """Kill the channel actor; queued items are lost. Other clients then get ChannelClosed."""
+    def destroy(self, reason: str = "unconsumed_at_destroy") -> Optional[dict]:
+        """Close the channel, count what is still queued as dropped under `reason` (logged by the
+        actor), and kill the actor. Returns the final `stats()` (with `dropped`), or None when the
+        actor was already gone. Other clients then get ChannelClosed."""
+        final = None
+        try:
+            final = self._call(self._actor.discard.remote(reason), 0.0, "destroy")
+        except (ChannelClosed, ChannelTimeout) as e:
+            logger.warning("channel '%s': no final counts at destroy (%s)", self.name, e)
+        else:
+            dropped = final["dropped"].get(reason, 0)
+            if dropped:
+                logger.warning("channel '%s': %d queued item(s) dropped at destroy (%s)", self.name, dropped, reason)
         ray.kill(self._actor, no_restart=True)
+        return final
 
     # ---- producer side --------------------------------------------------------------------------
     def admit(self, version: int, n: int = 1, timeout: Optional[float] = None) -> None:
@@ -250,7 +280,8 @@ class Channel:
         return self.get_batch_with_meta(1, timeout)[0].item
 
     def get_batch(self, n: int, timeout: Optional[float] = None) -> List[Any]:
-        """The next `n` items. After close, fewer if fewer are left; ChannelClosed if none are."""
+        """The next `n` items. After close, fewer if fewer are left (counted in stats()["short_gets"]
+        and logged); ChannelClosed if none are."""
         return [e.item for e in self.get_batch_with_meta(n, timeout)]
 
     def get_with_meta(self, timeout: Optional[float] = None) -> Envelope:
@@ -258,7 +289,13 @@ class Channel:
 
     def get_batch_with_meta(self, n: int, timeout: Optional[float] = None) -> List[Envelope]:
         t = self._timeout(timeout)
-        envelopes = self._unwrap(self._call(self._actor.get.remote(n, t), t, "get"), t, "get")
+        ref = self._actor.get.remote(n, t)
+        try:
+            result = self._call(ref, t, "get")
+        except ChannelTimeout:  # the actor may still answer: its items go back into the channel
+            self._recover(ref, t)
+            raise
+        envelopes = self._unwrap(result, t, "get")
         refs = _stored_refs(envelopes)
         return _fill(envelopes, self._call(refs, t, "get") if refs else [])
 
@@ -288,9 +325,21 @@ class Channel:
 
     async def async_get_batch_with_meta(self, n: int, timeout: Optional[float] = None) -> List[Envelope]:
         t = self._timeout(timeout)
-        envelopes = self._unwrap(await self._acall(self._actor.get.remote(n, t), t, "get"), t, "get")
+        ref = self._actor.get.remote(n, t)
+        try:
+            result = await self._acall(ref, t, "get")
+        except (asyncio.CancelledError, ChannelTimeout):
+            # The actor may have handed out items as the call was cancelled or timed out: they go
+            # back into the channel instead of being lost.
+            self._recover(ref, t)
+            raise
+        envelopes = self._unwrap(result, t, "get")
         refs = _stored_refs(envelopes)
-        values = await self._acall(asyncio.gather(*refs), t, "get") if refs else []
+        try:
+            values = await self._acall(asyncio.gather(*refs), t, "get") if refs else []
+        except asyncio.CancelledError:
+            self._hand_back(envelopes)  # taken but not delivered: back into the channel
+            raise
         return _fill(envelopes, values)
 
     # ---- control and introspection --------------------------------------------------------------
@@ -306,8 +355,11 @@ class Channel:
         return self._call(self._actor.consumer_version.remote(), 0.0, "consumer_version")
 
     def stats(self) -> dict:
-        """Counters: puts, gets, qsize, in_flight, admitted, max_staleness_seen, staleness_histogram,
-        waiting (calls blocked now: {"admit": k, "put": k, "get": k}) and the channel's settings."""
+        """Counters: produced, consumed, dropped ({reason: items}; produced == consumed + qsize +
+        sum(dropped)), short_gets (gets answered short after close), restored (items handed back by
+        cancelled gets), puts, gets, qsize, in_flight, admitted, max_staleness_seen,
+        staleness_histogram, waiting (calls blocked now: {"admit": k, "put": k, "get": k}) and the
+        channel's settings."""
         return self._call(self._actor.stats.remote(), 0.0, "stats")
 
     # ---- internals ------------------------------------------------------------------------------
@@ -324,21 +376,51 @@ class Channel:
         except GetTimeoutError:
             raise ChannelTimeout(f"channel '{self.name}': {op} got no answer from the channel actor") from None
         except RayActorError as e:
-            raise ChannelClosed(f"channel '{self.name}': the channel actor is gone ({op})") from e
+            raise ChannelGone(f"channel '{self.name}': the channel actor is gone ({op})") from e
+
+    def _recover(self, ref: ray.ObjectRef, timeout: float) -> None:
+        """A get whose answer its caller will never see (cancelled or timed out): cancel the actor
+        call, and if it answered with items anyway, hand them back to the channel (`restore`), from
+        a helper thread so the caller is not held up. Nothing is lost, nothing delivered twice."""
+        try:
+            ray.cancel(ref)
+        except Exception as e:  # noqa: BLE001 - best effort; the answer is still checked below
+            logger.debug("channel '%s': cancel of a get failed: %s", self.name, e)
+        threading.Thread(target=self._restore_answer, args=(ref, timeout), daemon=True,
+                         name=f"rlinf-channel-recover-{self.name}").start()
+
+    def _restore_answer(self, ref: ray.ObjectRef, timeout: float) -> None:
+        try:
+            status, envelopes = ray.get(ref, timeout=timeout + _CALL_MARGIN_S)
+        except Exception:  # noqa: BLE001 - cancelled, actor gone or no answer: nothing was handed out
+            return
+        if status == _OK and envelopes:
+            self._restore(envelopes)
+
+    def _hand_back(self, envelopes: List[Envelope]) -> None:
+        threading.Thread(target=self._restore, args=(envelopes,), daemon=True,
+                         name=f"rlinf-channel-recover-{self.name}").start()
+
+    def _restore(self, envelopes: List[Envelope]) -> None:
+        try:
+            ray.get(self._actor.restore.remote(envelopes), timeout=_CALL_MARGIN_S)
+        except Exception as e:  # noqa: BLE001 - logged: these items are lost with the channel
+            logger.warning("channel '%s': %d item(s) of a cancelled get could not be handed back: %s",
+                           self.name, len(envelopes), e)
 
     async def _acall(self, awaitable: Any, timeout: float, op: str) -> Any:
         try:
             return await asyncio.wait_for(awaitable, timeout + _CALL_MARGIN_S)
         except asyncio.CancelledError:
-            # Stop the waiting actor call too, so a cancelled getter does not take an item later.
-            # (An item the actor handed out in the instant before the cancel is lost.)
+            # Stop the waiting actor call too, so a cancelled admit or put does not happen later
+            # (a cancelled get's answer is also checked and handed back: see `_recover`).
             if isinstance(awaitable, ray.ObjectRef):
                 ray.cancel(awaitable)
             raise
         except asyncio.TimeoutError:
             raise ChannelTimeout(f"channel '{self.name}': {op} got no answer from the channel actor") from None
         except RayActorError as e:
-            raise ChannelClosed(f"channel '{self.name}': the channel actor is gone ({op})") from e
+            raise ChannelGone(f"channel '{self.name}': the channel actor is gone ({op})") from e
 
     def _unwrap(self, result: _Result, timeout: float, op: str) -> Any:
         status, value = result

@@ -78,6 +78,14 @@ class StalenessManager:
             self._admitted -= dropped
             return dropped
 
+    def drop_ready(self) -> int:
+        """Forget every ready sample (the channel discards them unconsumed); returns how many."""
+        with self._lock:
+            dropped = sum(self._ready.values())
+            self._ready.clear()
+            self._admitted -= dropped
+            return dropped
+
     # ---- consumer side --------------------------------------------------------------------------
     def deliverable_version(self) -> Optional[int]:
         """Version of the next sample that may be delivered, or None if none may be now."""
@@ -106,6 +114,15 @@ class StalenessManager:
             if self._max_staleness_seen is None or staleness > self._max_staleness_seen:
                 self._max_staleness_seen = staleness
             return staleness
+
+    def on_restore(self, version: int) -> None:
+        """Undo `on_consume` of one sample of `version` whose delivery never reached its consumer
+        (it is ready again and counts as not consumed)."""
+        with self._lock:
+            if self._consumed < 1:
+                raise ValueError("restore without a consumed sample")
+            self._ready[version] = self._ready.get(version, 0) + 1
+            self._consumed -= 1
 
     # ---- counters -------------------------------------------------------------------------------
     @property

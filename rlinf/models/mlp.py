@@ -22,19 +22,29 @@ from torch.distributions import Categorical, Normal
 from rlinf.config.schema import ModelConfig
 
 
-def _layer(n_in: int, n_out: int, gain: float) -> nn.Linear:
-    layer = nn.Linear(n_in, n_out)
-    nn.init.orthogonal_(layer.weight, gain)
+def _layer(n_in: int, n_out: int, gain: float, generator: torch.Generator | None) -> nn.Linear:
+    """Orthogonal weight, zero bias. The random draws are those of `nn.Linear`'s own init followed by
+    `orthogonal_`, so `generator` seeded with s gives the weights `torch.manual_seed(s)` used to give,
+    without touching torch's global RNG (with generator None, the global RNG is used, as nn.Linear does)."""
+    if generator is None:
+        layer = nn.Linear(n_in, n_out)
+    else:
+        layer = torch.nn.utils.skip_init(nn.Linear, n_in, n_out)  # no draw from the global RNG
+        nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)  # = nn.Linear.reset_parameters
+        bound = 1 / math.sqrt(n_in) if n_in > 0 else 0
+        nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    nn.init.orthogonal_(layer.weight, gain, generator=generator)
     nn.init.zeros_(layer.bias)
     return layer
 
 
-def _mlp(n_in: int, hidden: int, layers: int, n_out: int, out_gain: float) -> nn.Sequential:
+def _mlp(n_in: int, hidden: int, layers: int, n_out: int, out_gain: float,
+         generator: torch.Generator | None) -> nn.Sequential:
     mods, width = [], n_in
     for _ in range(layers):
-        mods += [_layer(width, hidden, math.sqrt(2)), nn.Tanh()]
+        mods += [_layer(width, hidden, math.sqrt(2), generator), nn.Tanh()]
         width = hidden
-    mods.append(_layer(width, n_out, out_gain))
+    mods.append(_layer(width, n_out, out_gain, generator))
     return nn.Sequential(*mods)
 
 
@@ -64,11 +74,12 @@ def sample_action(dist, discrete: bool, greedy: bool, generator: torch.Generator
 class MLPActorCritic(nn.Module):
     """`act(obs) -> (action, logprob, value)`, `evaluate(obs, actions) -> (logprob, entropy, value)`."""
 
-    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden_size: int = 64, num_layers: int = 2):
+    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden_size: int = 64, num_layers: int = 2,
+                 generator: torch.Generator | None = None):
         super().__init__()
         self.obs_dim, self.action_dim, self.discrete = obs_dim, action_dim, discrete
-        self.pi = _mlp(obs_dim, hidden_size, num_layers, action_dim, 0.01)
-        self.v = _mlp(obs_dim, hidden_size, num_layers, 1, 1.0)
+        self.pi = _mlp(obs_dim, hidden_size, num_layers, action_dim, 0.01, generator)
+        self.v = _mlp(obs_dim, hidden_size, num_layers, 1, 1.0, generator)
         if not discrete:
             self.log_std = nn.Parameter(torch.zeros(action_dim))
 
@@ -93,8 +104,9 @@ class MLPActorCritic(nn.Module):
 
 
 def build_mlp_policy(cfg: ModelConfig, obs_dim: int, action_dim: int, discrete: bool, seed: int) -> MLPActorCritic:
-    """The actor-critic of `actor.model` (kind mlp) for a task; identical weights for the same seed."""
+    """The actor-critic of `actor.model` (kind mlp) for a task; identical weights for the same seed,
+    drawn from a private generator (torch's global RNG is neither reseeded nor advanced)."""
     if cfg.kind != "mlp":
         raise ValueError(f"build_mlp_policy needs actor.model.kind 'mlp', got '{cfg.kind}'")
-    torch.manual_seed(seed)
-    return MLPActorCritic(obs_dim, action_dim, discrete, cfg.hidden_size, cfg.num_layers)
+    generator = torch.Generator().manual_seed(seed)
+    return MLPActorCritic(obs_dim, action_dim, discrete, cfg.hidden_size, cfg.num_layers, generator=generator)

@@ -6,14 +6,22 @@ kept, until the batch is full or `max_rounds` rounds ran. Later rounds ask for a
 keep rate seen so far says are needed (at most `target_groups`). A batch still short after the last
 round is filled with dropped groups (their group-relative advantages are zero, so they add no
 gradient) to keep the batch shape the actor ranks split. Rounds within a step use the same weights.
+
+Every generated group is accounted for: generated_groups == kept_groups + surplus_groups +
+no_signal_groups, where surplus groups had a signal but a round brought more than the batch still
+needed (counted in `dropped/surplus_groups`, logged), and padded_groups of the no-signal ones fill a
+short batch.
 """
 
+import logging
 import math
 from typing import Callable, Dict, List
 
 import torch
 
 from rlinf.algorithms import dynamic_sampling_mask
+
+logger = logging.getLogger(__name__)
 
 _ROW_TENSORS = ("responses", "logprobs", "mask")  # [N, T]: padded to a common width when merged
 _ROW_LISTS = ("prompts", "texts")
@@ -52,7 +60,7 @@ def collect_dynamic(generate: Callable[[int, int], Dict], target_groups: int, ma
     groups are contiguous. Returns the merged rollout with `dynamic_sampling` metrics added."""
     kept: List[Dict] = []
     dropped: List[Dict] = []
-    n_kept = generated = rounds = no_signal_groups = 0
+    n_kept = generated = rounds = no_signal_groups = surplus = 0
     timing = {"rollout": 0.0, "reward": 0.0}
     while n_kept < target_groups and rounds < max_rounds:
         need = target_groups - n_kept
@@ -68,6 +76,7 @@ def collect_dynamic(generate: Callable[[int, int], Dict], target_groups: int, ma
         signal = [g for g in groups.tolist() if bool(keep[rollout["group_index"] == g].all())]
         no_signal_groups += len(groups) - len(signal)
         take = signal[:need]
+        surplus += len(signal) - len(take)
         n_kept += len(take)
         in_take = torch.isin(rollout["group_index"], torch.tensor(take, dtype=rollout["group_index"].dtype))
         if take:
@@ -84,8 +93,15 @@ def collect_dynamic(generate: Callable[[int, int], Dict], target_groups: int, ma
         padded += len(groups)
     out = _merge(kept, pad_id)
     out["timing"] = timing
+    if surplus:
+        logger.info("dynamic sampling: %d group(s) with a learning signal beyond the batch's %d dropped "
+                    "(counted in dropped/surplus_groups)", surplus, target_groups)
     out["dynamic_sampling"] = {"kept_groups": float(n_kept), "rounds": float(rounds),
                                "generated_groups": float(generated),
                                "dropped_fraction": no_signal_groups / generated if generated else 0.0,
-                               "padded_groups": float(padded)}
+                               "padded_groups": float(padded),
+                               "no_signal_groups": float(no_signal_groups),
+                               "surplus_groups": float(surplus)}
+    # Groups generated but not trained on although they had a signal: the step's `dropped/<why>` metrics.
+    out["dropped"] = {"surplus_groups": float(surplus)}
     return out

@@ -60,8 +60,9 @@ class Cluster:
         else:
             # Ray 2.60's gRPC services listen on every interface whatever the node IP; its default
             # token authentication guards them. The dashboard (off by default) binds to `host`.
-            # Workers read the thread cap from their environment before torch starts its pools.
-            os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads_per_worker))
+            # Thread caps are not set here: this process imported torch long ago (too late for
+            # OMP_NUM_THREADS) and its environment is the caller's. Each worker gets them in its own
+            # environment before torch starts (`actor_options`); other Ray actors default to 1.
             ray.init(
                 num_cpus=cfg.ray_num_cpus,
                 include_dashboard=cfg.dashboard,

@@ -52,6 +52,15 @@ class WorkerTimeoutError(TimeoutError):
         super().__init__(f"{group} ranks {ranks} did not finish {method} within {timeout:.0f} s")
 
 
+class WaitTimeoutError(TimeoutError):
+    """A wait of the controller's own machinery (not a group call) ran past its deadline, e.g. a
+    schedule's producer waiting for weights that the training loop never publishes."""
+
+    def __init__(self, message: str, timeout: Optional[float] = None):
+        self.timeout = timeout
+        super().__init__(message)
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -109,19 +118,25 @@ class GroupHandle:
                     raise translate_error(e, self.group, self.ranks[index[ref]], self.method) from None
                 except GetTimeoutError:
                     raise WorkerTimeoutError(self.group, [self.ranks[index[ref]]], self.method, timeout) from None
-        return self._finish(ray.get(self.refs))
+        # every ref is ready (each was fetched above), so this returns at once; the bound is a safeguard
+        return self._finish(ray.get(self.refs, timeout=max(deadline - time.monotonic(), 1.0)))
 
     async def _wait_async(self, timeout: Optional[float]) -> List[Any]:
         timeout = self._timeout if timeout is None else timeout
-        outputs = []
+        outputs: List[Any] = []
+
+        async def collect() -> None:
+            for i, ref in enumerate(self.refs):
+                try:
+                    outputs.append(await ref)
+                except (RayTaskError, RayActorError) as e:
+                    raise translate_error(e, self.group, self.ranks[i], self.method) from None
+
+        # asyncio.wait_for, not asyncio.timeout: the package supports Python 3.10 (asyncio.timeout is 3.11+);
+        # on 3.10 wait_for raises asyncio.TimeoutError, an alias of TimeoutError from 3.11 on.
         try:
-            async with asyncio.timeout(timeout):
-                for i, ref in enumerate(self.refs):
-                    try:
-                        outputs.append(await ref)
-                    except (RayTaskError, RayActorError) as e:
-                        raise translate_error(e, self.group, self.ranks[i], self.method) from None
-        except TimeoutError:
+            await asyncio.wait_for(collect(), timeout)
+        except asyncio.TimeoutError:
             raise WorkerTimeoutError(self.group, self.ranks[len(outputs):], self.method, timeout) from None
         return self._finish(outputs)
 
@@ -180,7 +195,7 @@ class WorkerGroup:
         # Construction errors (a raising __init__) surface here, naming the rank.
         ping = self._call_raw("_rlinf_ping", list(range(self.size)), [()] * self.size)
         ping.method = f"__init__ of {worker_cls.__name__}"
-        ping.wait()
+        ping.wait(self.timeout)
         if init_dist:
             self._init_dist()
 
@@ -191,7 +206,7 @@ class WorkerGroup:
     def _init_dist(self) -> None:
         addr, port = ray.get(self.actors[0]._rlinf_free_port.remote(), timeout=self.timeout)
         self._call_raw("_rlinf_init_dist", list(range(self.size)),
-                       [(addr, port, self.cluster.backend, self.timeout)] * self.size).wait()
+                       [(addr, port, self.cluster.backend, self.timeout)] * self.size).wait(self.timeout)
 
     def _call_raw(self, method: str, ranks: List[int], per_rank_args: List[tuple], kwargs: Optional[dict] = None,
                   timed: bool = False) -> GroupHandle:

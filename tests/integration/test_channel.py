@@ -124,10 +124,12 @@ def test_backpressure_blocks_at_capacity_and_times_out(make_channel):
 @pytest.mark.timeout(60)
 def test_get_timeout(make_channel):
     ch = make_channel()
-    start = time.monotonic()
-    with pytest.raises(ChannelTimeout):
+    with pytest.raises(ChannelTimeout, match="timed out after 0.2 s"):  # the actor's answer, not the client's
         ch.get(timeout=0.2)
-    assert time.monotonic() - start < 10
+    stats = ch.stats()
+    assert stats["waiting"]["get"] == 0 and stats["gets"] == 0  # the getter left, having taken nothing
+    ch.put("later")
+    assert ch.get(timeout=5) == "later"
 
 
 @pytest.mark.timeout(60)
@@ -148,6 +150,9 @@ def test_close_wakes_blocked_getter_and_putter_and_drains(make_channel):
         full.get(timeout=1)
     with pytest.raises(ChannelClosed):
         full.put(1)
+    stats = full.stats()  # the refused puts are counted, nothing vanished
+    assert stats["dropped"] == {"put_after_close": 2}
+    assert stats["produced"] == stats["consumed"] + stats["qsize"] + 2 == 3
 
 
 @pytest.mark.timeout(60)
@@ -247,6 +252,53 @@ def test_admission_controls_puts_and_ordering(make_channel):
     with pytest.raises(ChannelClosed):
         ch.admit(2)
     assert ch.get_batch(2) == ["new"]  # the admitted-but-unput version-2 item was dropped at close
+
+
+@pytest.mark.timeout(60)
+def test_destroy_counts_what_is_queued_and_short_gets_are_counted(ray_session):
+    ch = Channel.create(f"test-{next(_names)}", default_timeout=30.0)
+    ch.put_batch([1, 2, 3, 4])
+    assert ch.get_batch(1) == [1]
+    final = ch.destroy(reason="unconsumed_at_stop")
+    assert final["dropped"] == {"unconsumed_at_stop": 3} and final["qsize"] == 0
+    assert final["produced"] == final["consumed"] + sum(final["dropped"].values())
+    with pytest.raises(ChannelClosed):  # the actor is gone
+        ch.qsize()
+    assert ch.destroy() is None  # destroying twice: nothing left to count
+
+    ch = Channel.create(f"test-{next(_names)}", default_timeout=30.0)
+    try:
+        ch.put_batch(["a", "b"])
+        ch.close()
+        assert ch.get_batch(3) == ["a", "b"]  # the rest, flagged as a short batch
+        assert ch.stats()["short_gets"] == 1
+    finally:
+        ch.destroy()
+
+
+@pytest.mark.timeout(60)
+def test_get_answered_while_cancelled_is_handed_back(make_channel):
+    """The actor hands an item to a get whose caller is cancelled at that moment: the item goes back
+    to the head of the channel (not lost, not duplicated) and the next get receives it."""
+    ch = make_channel()
+
+    async def main():
+        getter = asyncio.ensure_future(ch.async_get_with_meta(timeout=20))
+        await asyncio.sleep(0)  # let the getter send its call
+        _wait_for_waiters(ch, "get", 1)
+        ch.put_batch(["first", "second"])  # the waiting getter is answered with "first" ...
+        while ch.stats()["gets"] != 1:  # (blocking this loop: the getter cannot resume meanwhile)
+            time.sleep(0.01)
+        getter.cancel()  # ... but it is cancelled before it resumes
+        with pytest.raises(asyncio.CancelledError):
+            await getter
+        while ch.stats()["restored"] != 1:
+            await asyncio.sleep(0.01)
+        return [e.item for e in await ch.async_get_batch_with_meta(2, timeout=5)]
+
+    assert asyncio.run(main()) == ["first", "second"]
+    stats = ch.stats()
+    assert (stats["produced"], stats["consumed"], stats["restored"], stats["dropped"]) == (2, 2, 1, {})
 
 
 # ---- property tests -------------------------------------------------------------------------------

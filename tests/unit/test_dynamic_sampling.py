@@ -44,7 +44,9 @@ def test_refill_drops_flat_groups_asks_by_keep_rate_and_pads_after_the_last_roun
     assert out["mask"].sum(1).tolist() == [1, 1, 1, 1, 2, 2, 1, 1]
     assert out["logprobs"][0].tolist() == [-1.0, 0.0]
     assert out["dynamic_sampling"] == {"kept_groups": 3.0, "rounds": 3.0, "generated_groups": 11.0,
-                                       "dropped_fraction": pytest.approx(8 / 11), "padded_groups": 1.0}
+                                       "dropped_fraction": pytest.approx(8 / 11), "padded_groups": 1.0,
+                                       "no_signal_groups": 8.0, "surplus_groups": 0.0}
+    assert out["dropped"] == {"surplus_groups": 0.0}
     assert out["timing"] == {"rollout": 3.0, "reward": 1.5}
 
 
@@ -56,6 +58,8 @@ def test_a_round_with_more_signal_than_needed_contributes_only_what_is_missing()
     assert out["scores"].tolist() == [0, 1, 1, 0]
     assert out["dynamic_sampling"]["rounds"] == 2.0 and out["dynamic_sampling"]["padded_groups"] == 0.0
     assert out["dynamic_sampling"]["dropped_fraction"] == pytest.approx(1 / 4)
+    # round 1's g1 had a signal but was not needed: counted, not silently discarded
+    assert out["dynamic_sampling"]["surplus_groups"] == 1.0 and out["dropped"] == {"surplus_groups": 1.0}
 
 
 def test_refill_stops_as_soon_as_the_batch_is_full():
@@ -68,3 +72,18 @@ def test_refill_stops_as_soon_as_the_batch_is_full():
     assert out["dynamic_sampling"]["kept_groups"] == 3.0 and out["dynamic_sampling"]["padded_groups"] == 0.0
     assert out["dynamic_sampling"]["dropped_fraction"] == pytest.approx(3 / 6)
     assert torch.equal(out["versions"], torch.full((6,), 7))
+
+
+def test_every_generated_group_is_kept_or_counted():
+    """generated == kept + surplus (signal, not needed) + no-signal, over random score patterns."""
+    import random
+
+    for seed in range(60):
+        rng = random.Random(seed)
+        target = rng.randint(1, 4)
+        rounds = [[[rng.randint(0, 1), rng.randint(0, 1)] for _ in range(target)] for _ in range(4)]
+        out = collect_dynamic(_fake_generate(rounds, []), target_groups=target, max_rounds=rng.randint(1, 4), pad_id=PAD)
+        ds = out["dynamic_sampling"]
+        assert ds["generated_groups"] == ds["kept_groups"] + ds["surplus_groups"] + ds["no_signal_groups"]
+        assert out["dropped"]["surplus_groups"] == ds["surplus_groups"]
+        assert ds["kept_groups"] + ds["padded_groups"] == int(out["group_index"].max()) + 1
