@@ -1,6 +1,7 @@
 """Command line: python -m rlinf.run --config configs/X.yaml [--dry-run | --print-config] [--resume DIR] key=value ...
 
-Bad input of any kind (unknown key, wrong type, impossible placement, missing file) prints one line
+Bad input of any kind (unknown key, wrong type, impossible placement, missing file, and what only workers
+would read: LIBERO task ids, gymnasium spaces, model directories; see rlinf.preflight) prints one line
 naming the problem and exits with code 2 before anything is started or written.
 """
 
@@ -13,6 +14,7 @@ from typing import List, Optional
 from rlinf.config import load_config, to_yaml
 from rlinf.errors import InputError
 from rlinf.placement import build_placement
+from rlinf.preflight import preflight
 from rlinf.runners.components import components_for
 from rlinf.scheduler.worker_group import WorkerError, WorkerTimeoutError
 
@@ -43,6 +45,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print("# placement plan")
             print(placement.describe())
             return 0
+        # What workers would read (LIBERO task ids, gymnasium spaces, model directories), checked here:
+        # before the cluster starts and before a run directory exists.
+        preflight(cfg)
         if args.resume is not None and not Path(args.resume).is_dir():
             raise InputError("checkpoint directory not found", key=args.resume)
         from rlinf.runners.runner import run  # heavy imports only for real runs

