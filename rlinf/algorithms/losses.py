@@ -224,11 +224,13 @@ def _upcast(logits: Tensor) -> Tensor:
 
 def entropy_from_logits(logits: Tensor) -> Tensor:
     """[..., V] -> [...]: H = -sum_v p_v log p_v = logsumexp(z) - sum_v p_v z_v, p = softmax(z)
-    (computed on z - max(z); -inf logits contribute 0; half precision is computed in float32)."""
+    (computed on z - max(z); -inf logits, e.g. outside a top-k / top-p support, contribute 0 to the
+    value and to the gradient; half precision is computed in float32)."""
     z = _upcast(logits)
     z = z - z.max(dim=-1, keepdim=True).values.detach()  # H is shift-invariant; avoids cancellation
     p = torch.softmax(z, dim=-1)
-    pz = torch.where(p > 0, p * z, torch.zeros((), dtype=z.dtype, device=z.device))
+    # p_v z_v with z_v = -inf is 0 (p_v = 0); a finite stand-in keeps the gradient free of 0 * inf.
+    pz = p * torch.where(torch.isfinite(z), z, torch.zeros((), dtype=z.dtype, device=z.device))
     return torch.logsumexp(z, dim=-1) - pz.sum(dim=-1)
 
 

@@ -69,7 +69,7 @@ class ReasoningWorkflow(WeightSyncMixin):
         if cfg.actor.backend == "deepspeed":
             from rlinf.workers.actor.deepspeed_actor import DeepSpeedActorWorker as actor_cls
         self.actor = WorkerGroup(cluster, actor_cls, "actor", devices["actor"],
-                                 args=(cfg.actor, cfg.algorithm, vocab, cfg.runner.seed, cfg.rollout.temperature))
+                                 args=(cfg.actor, cfg.algorithm, vocab, cfg.runner.seed, cfg.rollout))
         self.groups.append(self.actor)
         rollout_cls = RolloutWorker
         if cfg.rollout.engine == "vllm":

@@ -42,9 +42,8 @@ def _import_deepspeed():
 class DeepSpeedActorWorker(ActorWorker):
     """ActorWorker whose model is a DeepSpeed engine (`self.model`); `self.module` is the wrapped HF model."""
 
-    def __init__(self, cfg: ActorConfig, algo: AlgorithmConfig, vocab_size: int, seed: int,
-                 temperature: float = 1.0):
-        super().__init__(cfg, algo, vocab_size, seed, temperature)
+    def __init__(self, cfg: ActorConfig, algo: AlgorithmConfig, vocab_size: int, seed: int, sampling=1.0):
+        super().__init__(cfg, algo, vocab_size, seed, sampling)
         self.module = self.model
         self.zero_stage = int(getattr(cfg, "zero_stage", 2))
         # DeepSpeed reads the rank layout from the environment; the group's process group already exists.

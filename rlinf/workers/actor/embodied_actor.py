@@ -143,8 +143,11 @@ class EmbodiedActorWorker(Worker):
 
     @property
     def decoupled(self) -> bool:
-        """Decoupled PPO when a batch may come from older weights (max_staleness > 0) or TIS is asked for."""
-        return self.algo.max_staleness > 0 or self.algo.off_policy_correction == "tis"
+        """Decoupled PPO (proximal policy + truncated IS weights) with off_policy_correction tis. Otherwise
+        the PPO ratio is taken against the behaviour log-probs, stale batch (max_staleness > 0) or not:
+        clipping around a recomputed proximal policy without the IS weights would train a stale batch
+        as if it were on-policy (the ratio of the first minibatch would be exactly 1)."""
+        return self.algo.off_policy_correction == "tis"
 
     @torch.no_grad()
     def _proximal(self, flat: Dict[str, torch.Tensor]) -> Dict[str, float]:

@@ -5,6 +5,19 @@ A training batch is a dict of tensors, rows sharded over the actor's data-parall
     response_mask, behaviour_logprobs, advantages [N, T]   the last T columns are the response
 Each rank splits its rows into micro-batches and accumulates gradients; losses are normalised by
 the rank's whole-batch token (or sequence) count so accumulation equals one big batch.
+
+Log-probs. Every log pi the actor computes (policy, proximal, reference) is that of the rollout's
+sampling distribution, temperature / top-k / top-p included (`rlinf.workers.rollout.sampling`,
+`sampling_logprobs`): the behaviour log-probs the rollout recorded are of that distribution (the
+transformers sampler's, vLLM's `processed_logprobs`), so pi_theta / pi_behaviour is 1 up to float
+rounding at the rollout's weights, and the KL to the reference compares like with like.
+
+The PPO ratio r = pi_theta / pi_old per token (`algorithm.off_policy_correction`):
+- none: pi_old = pi_behaviour, the policy that sampled the batch (its recorded log-probs): standard
+  PPO; a stale batch (max_staleness > 0) is clipped around the weights that produced it.
+- tis: decoupled PPO: pi_old = pi_prox, this actor's weights before the update (with one epoch this
+  forward's own detached log-probs, else recomputed up front), and every token's loss is weighted by
+  w = min(pi_prox / pi_behaviour, tis_cap) (detached).
 """
 
 import logging
@@ -17,18 +30,21 @@ import torch
 from rlinf.algorithms import aggregate_loss, compute_policy_loss, entropy_from_logits, kl_penalty, logprobs_from_logits
 from rlinf.config.schema import ActorConfig, AlgorithmConfig
 from rlinf.models.causal_lm import build_causal_lm
+from rlinf.workers.rollout.sampling import as_sampling_params, sampling_logits
 from rlinf.workers.fsdp_worker import FSDPTrainWorker, micro_batches, to_device
 
 logger = logging.getLogger(__name__)
 
 
-def response_logits(model, batch: Dict[str, torch.Tensor], T: int, temperature: float = 1.0) -> torch.Tensor:
-    """Logits predicting each of the last T tokens of `input_ids`, divided by the sampling temperature
-    so log-probs are those of the distribution the rollout sampled from (top-k/top-p not applied)."""
+def response_logits(model, batch: Dict[str, torch.Tensor], T: int, sampling=1.0) -> torch.Tensor:
+    """[N, T, V] logits of the rollout's sampling distribution (`sampling`: SamplingParams, a
+    RolloutConfig or a temperature) predicting each of the last T tokens of `input_ids`: divided by
+    the temperature, -inf outside the top-k / top-p support except at the token itself (see
+    `rlinf.workers.rollout.sampling.sampling_logits`), so `logprobs_from_logits` of them gives the
+    log-probs the rollout recorded as behaviour log-probs."""
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 position_ids=batch["position_ids"], use_cache=False)
-    logits = out.logits[:, -T - 1:-1]
-    return logits / temperature if temperature not in (0.0, 1.0) else logits
+    return sampling_logits(out.logits[:, -T - 1:-1], as_sampling_params(sampling), batch["input_ids"][:, -T:])
 
 
 def loss_denominator(mask: torch.Tensor, loss_agg: str) -> float:
@@ -40,10 +56,12 @@ def loss_denominator(mask: torch.Tensor, loss_agg: str) -> float:
 class ActorWorker(FSDPTrainWorker):
     """Policy model + optimizer (+ frozen reference when algorithm.kl_coef > 0); one rank per device."""
 
-    def __init__(self, cfg: ActorConfig, algo: AlgorithmConfig, vocab_size: int, seed: int,
-                 temperature: float = 1.0):
+    def __init__(self, cfg: ActorConfig, algo: AlgorithmConfig, vocab_size: int, seed: int, sampling=1.0):
+        """`sampling`: the rollout's sampling parameters (RolloutConfig / SamplingParams: temperature,
+        top_p, top_k) or just a temperature; log-probs are scored under that distribution."""
         super().__init__()
-        self.cfg, self.algo, self.temperature = cfg, algo, temperature
+        self.cfg, self.algo = cfg, algo
+        self.sampling = as_sampling_params(sampling)
         torch.manual_seed(seed)
         # Same seed on every rank: identical initial weights before sharding.
         self.model = build_causal_lm(cfg.model, vocab_size, seed=seed)
@@ -59,7 +77,7 @@ class ActorWorker(FSDPTrainWorker):
     @torch.no_grad()
     def _logprobs(self, model, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         T = batch["response_mask"].shape[1]
-        parts = [logprobs_from_logits(response_logits(model, mb, T, self.temperature), mb["input_ids"][:, -T:])
+        parts = [logprobs_from_logits(response_logits(model, mb, T, self.sampling), mb["input_ids"][:, -T:])
                  for mb in micro_batches(batch, self.cfg.micro_batch_size)]
         return torch.cat(parts)
 
@@ -69,11 +87,13 @@ class ActorWorker(FSDPTrainWorker):
         batch = to_device(batch, self.device)
         T = batch["response_mask"].shape[1]
         self.model.eval()
-        # The proximal ("old") policy is the weights before this update. With one epoch the weights do
-        # not change until the single optimizer step, so the training forward's own detached log-probs
-        # are exactly those and no extra forward pass is needed; more epochs need them up front.
         is_metrics: Dict[str, float] = {}
-        if self.algo.update_epochs > 1:
+        if not self.decoupled:  # standard PPO: the ratio's denominator is the policy that sampled the batch
+            batch["old_logprobs"] = batch["behaviour_logprobs"]
+        elif self.algo.update_epochs > 1:
+            # Decoupled PPO: the proximal policy is the weights before this update. With one epoch the
+            # weights do not change until the single optimizer step, so the training forward's own
+            # detached log-probs are exactly those (see _micro_step); more epochs need them up front.
             batch["old_logprobs"] = self._logprobs(self.model, batch)
             is_metrics = self._importance_weights(batch, batch["old_logprobs"])
         if self.reference is not None:
@@ -85,6 +105,12 @@ class ActorWorker(FSDPTrainWorker):
         out.update(is_metrics)
         out["time/actor_update_s"] = time.time() - t0
         return self.group_mean(out)
+
+    @property
+    def decoupled(self) -> bool:
+        """Decoupled PPO (proximal policy + truncated IS weights) with off_policy_correction tis; else the
+        ratio is taken against the behaviour log-probs (module docstring)."""
+        return self.algo.off_policy_correction == "tis"
 
     def _importance_weights(self, batch: Dict[str, torch.Tensor], proximal: torch.Tensor) -> Dict[str, float]:
         """Decoupled PPO: the clip is around the proximal policy (log-probs `proximal`); with `tis`, each
@@ -101,13 +127,15 @@ class ActorWorker(FSDPTrainWorker):
 
     def _micro_step(self, mb: Dict[str, torch.Tensor], T: int, denominator: float) -> Dict[str, float]:
         algo = self.algo
-        logits = response_logits(self.model, mb, T, self.temperature)
+        logits = response_logits(self.model, mb, T, self.sampling)
         logp = logprobs_from_logits(logits, mb["input_ids"][:, -T:])
         mask = mb["response_mask"]
         is_metrics = {}
-        if "old_logprobs" not in mb:  # one epoch: the proximal policy is this forward, detached
-            mb = {**mb, "old_logprobs": logp.detach()}
-            is_metrics = self._importance_weights(mb, logp)
+        if algo.update_epochs == 1:  # this forward is the proximal policy (weights before the update)
+            mb = dict(mb)
+            if "old_logprobs" not in mb:  # decoupled PPO: the clip is around it
+                mb["old_logprobs"] = logp.detach()
+            is_metrics = self._importance_weights(mb, logp)  # tis: also sets mb["is_weights"]
         loss, metrics = compute_policy_loss(
             algo.policy_loss, logp, mb["old_logprobs"], mb["advantages"], mask,
             clip_low=algo.clip_ratio_low, clip_high=algo.clip_ratio_high, dual_clip=algo.dual_clip,
