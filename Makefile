@@ -14,7 +14,7 @@ DROP_PACKAGES ?= torchvision torchaudio torchcodec
 CONFIG ?= configs/grpo_arith.yaml
 STAMP := $(VENV)/.rlinf-installed
 
-.PHONY: setup run test test-fast apt docs clean
+.PHONY: setup run test test-slow test-fast apt docs clean
 
 setup: $(STAMP)
 
@@ -38,11 +38,16 @@ apt:
 run: setup
 	OMP_NUM_THREADS=1 $(PY) -m rlinf.run --config $(CONFIG) $(ARGS)
 
+# The suite CI runs (budget: 30 minutes on a 2-core machine). Long learning-margin checks (marker
+# `learning`) run in `make test-slow`, before an issue is resolved; their figures go in the issue note.
 test: setup apt
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -ra --durations=15 tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -ra --durations=25 -m "not learning" tests
+
+test-slow: setup apt
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -ra --durations=0 -m learning tests
 
 test-fast: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow and not learning" tests
 
 docs: setup
 	$(PY) -m rlinf.config.docs > docs/configuration.md

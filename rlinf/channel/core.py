@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any, Deque, Dict, Hashable, List, Optional
 
 from rlinf.channel.staleness import StalenessManager
+from rlinf.errors import RunFailure
 
 logger = logging.getLogger(__name__)
 
 
-class ChannelClosed(Exception):
+class ChannelClosed(RunFailure):
     """The channel is closed: no more puts; gets fail once the queue is drained."""
 
 
@@ -31,7 +32,7 @@ class ChannelGone(ChannelClosed):
     """The channel actor is gone (destroyed or dead): nothing the call carried was counted."""
 
 
-class ChannelTimeout(TimeoutError):
+class ChannelTimeout(TimeoutError, RunFailure):
     """A channel operation did not complete within its timeout."""
 
 

@@ -339,6 +339,11 @@ class EmbodiedWorkflow(WeightSyncMixin):
             raise InputError(f"checkpoint holds a {_spec_text(model)} policy, this config builds "
                              f"{want.num_layers} x {want.hidden_size}", key=str(path))
 
+    def checkpoint_mismatch(self, path: str) -> Optional[str]:
+        """None when the actor's tensors and optimizer state in the checkpoint fit this config's policy."""
+        self.check_checkpoint(path)
+        return self.actor.call("checkpoint_mismatch", f"{path}/actor", ranks=[0]).wait()[0]
+
     def load_checkpoint(self, path: str, step: int) -> None:
         src = Path(path)
         self.check_checkpoint(path)

@@ -7,6 +7,7 @@ Phases the runner and its schedule call: `sync_weights`, `collect(step)` (genera
 import logging
 import random
 import time
+from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
@@ -179,6 +180,8 @@ class ReasoningWorkflow(WeightSyncMixin):
         })
         for key, value in rollout.get("dynamic_sampling", {}).items():
             metrics[f"dynamic_sampling/{key}"] = value
+        for key, value in rollout.get("dropped", {}).items():  # finished samples not trained on, by reason
+            metrics[f"dropped/{key}"] = value
         return metrics
 
     def evaluate(self) -> Dict[str, float]:
@@ -196,6 +199,24 @@ class ReasoningWorkflow(WeightSyncMixin):
                    for g in (self.actor, self.critic) if g is not None]
         for h in handles:
             h.wait()
+
+    def checkpoint_mismatch(self, path: str) -> Optional[str]:
+        """None when the checkpoint holds exactly this config's training groups, each with this config's
+        tensors (every rank compares its own shards' layout); else the first difference."""
+        groups = [g for g in (self.actor, self.critic) if g is not None]
+        names = {g.name for g in groups}
+        saved = {child.name for child in Path(path).iterdir() if child.is_dir()}
+        for name in sorted(names | {"actor", "critic"}):
+            if name in names and name not in saved:
+                return f"group '{name}' of this config is missing from the checkpoint"
+            if name not in names and name in saved:
+                return f"checkpoint holds a '{name}' group this config does not build"
+        handles = [g.call("checkpoint_mismatch", f"{path}/{g.name}") for g in groups]
+        for group, handle in zip(groups, handles):
+            found = [m for m in handle.wait() if m is not None]
+            if found:
+                return f"{group.name}: {found[0]}"
+        return None
 
     def load_checkpoint(self, path: str, step: int) -> None:
         handles = [g.call("load_checkpoint", f"{path}/{g.name}") for g in (self.actor, self.critic) if g is not None]

@@ -9,21 +9,29 @@ The loop owns what every run shares: the cluster, the run directory (config, met
 timeline, TensorBoard), evaluation at start and end, throughput and the progress bar.
 """
 
+import copy
 import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import ray
+
 from rlinf.config import RLinfConfig, to_yaml
+from rlinf.errors import InputError, RunFailure
 from rlinf.placement import Placement
 from rlinf.runners import checkpoints
 from rlinf.runners.progress import Progress
 from rlinf.runners.schedules import make_schedule
-from rlinf.scheduler import Cluster, WorkerError, WorkerTimeoutError
+from rlinf.scheduler import Cluster
 from rlinf.utils.rundir import RunDir
 
 logger = logging.getLogger(__name__)
+
+# What the restart path handles: the runtime's failure family and Ray's own (an actor that died, an
+# object that was lost). Bad input and bugs in the controller are not retried.
+RESTARTABLE = (RunFailure, ray.exceptions.RayError)
 
 
 def make_workflow(cfg: RLinfConfig, placement: Placement, phase):
@@ -48,7 +56,8 @@ class Runner:
         self.start_step, self.resume_from = 0, None
         if resume is not None:
             self.resume_from, self.start_step = checkpoints.latest(Path(resume))
-        self.output_dir = str(resume) if resume is not None else cfg.runner.output_dir
+        # A checkpoint lives at <run>/checkpoints/step_N: the resumed run continues <run>.
+        self.output_dir = str(self.resume_from.parent.parent) if resume is not None else cfg.runner.output_dir
         self.run_dir: Optional[RunDir] = None
         self.cluster: Optional[Cluster] = None
 
@@ -62,20 +71,25 @@ class Runner:
             self.events.append({"group": group, "rank": 0, "name": name, "start": start, "end": time.time()})
 
     def start(self) -> None:
+        """Cluster, workers, checkpoint (when resuming), and only then the run directory: a checkpoint
+        that does not fit the config is bad input found before any file of the run is touched."""
         # The cluster first: an unreachable address is bad input, reported before anything is written.
         self.cluster = Cluster(self.cfg.cluster)
         if self.resume_from is not None and hasattr(self.workflow, "check_checkpoint"):
             self.workflow.check_checkpoint(str(self.resume_from))  # a checkpoint it cannot load is bad input
+        with self.phase("start_workers"):
+            self.workflow.start(self.cluster)
+        if self.resume_from is not None:
+            mismatch = self.workflow.checkpoint_mismatch(str(self.resume_from))
+            if mismatch is not None:
+                raise InputError(mismatch, key=str(self.resume_from))
+            with self.phase("load_checkpoint"):
+                self.workflow.load_checkpoint(str(self.resume_from), self.start_step)
+            logger.info("resumed from %s (step %d)", self.resume_from, self.start_step)
         self.run_dir = RunDir.create(self.output_dir, self.config_name, to_yaml(self.cfg), self.cfg.runner.tensorboard,
                                      resume_step=self.start_step if self.resume_from is not None else None,
                                      wandb_mode=self.cfg.runner.wandb, wandb_project=self.cfg.runner.wandb_project)
         logger.info("run directory: %s", self.run_dir.path)
-        with self.phase("start_workers"):
-            self.workflow.start(self.cluster)
-        if self.resume_from is not None:
-            with self.phase("load_checkpoint"):
-                self.workflow.load_checkpoint(str(self.resume_from), self.start_step)
-            logger.info("resumed from %s (step %d)", self.resume_from, self.start_step)
 
     def save_checkpoint(self, step: int) -> None:
         with self.phase("save_checkpoint"):
@@ -124,6 +138,9 @@ class Runner:
                     break
         finally:
             self.schedule.stop(wf)
+        dropped = {k: v for k, v in self.schedule.summary.items() if k.startswith("dropped/")}
+        if dropped:  # batches produced but never trained on, by reason (the schedule logged each)
+            self.run_dir.log_metrics(last_step, dropped)
         progress.close()
         if eval_final is None:
             eval_final = wf.evaluate()
@@ -167,8 +184,11 @@ class Runner:
 
 
 def run(cfg: RLinfConfig, placement: Placement, config_name: str = "run", resume: Optional[str] = None) -> Dict:
-    """Run to `runner.max_steps`. A dead or failing worker stops every group; with restarts left
-    (`runner.max_restarts`) the groups start again from the last complete checkpoint."""
+    """Run to `runner.max_steps`. Any worker-side failure (`RunFailure`: a dead or failing rank of any
+    group, a missed deadline, a broken channel or weight sync; or a Ray error) stops every group; with
+    restarts left (`runner.max_restarts`) the groups start again from the newest complete checkpoint.
+    The caller's `cfg` is never changed (restarts run on a copy)."""
+    cfg = copy.deepcopy(cfg)
     restarts = 0
     while True:
         runner = Runner(cfg, placement, config_name, resume)
@@ -179,16 +199,15 @@ def run(cfg: RLinfConfig, placement: Placement, config_name: str = "run", resume
             runner.run_dir.write_summary(summary)
             logger.info("run directory: %s", runner.run_dir.path)
             return summary
-        except (WorkerError, WorkerTimeoutError) as e:
+        except RESTARTABLE as e:
             if restarts >= cfg.runner.max_restarts:
                 raise
             restarts += 1
-            if runner.run_dir is None:
-                raise
-            has_checkpoint = any((runner.run_dir.path / "checkpoints").glob("step_*/COMPLETE"))
-            resume = str(runner.run_dir.path) if has_checkpoint else None
-            cfg.runner.output_dir = str(runner.run_dir.path)
-            logger.warning("%s\nrestarting worker groups (%d/%d) from %s", e, restarts, cfg.runner.max_restarts,
-                           "the last checkpoint" if has_checkpoint else "scratch")
+            if runner.run_dir is not None:  # else it failed while starting: the same start again
+                has_checkpoint = any((runner.run_dir.path / "checkpoints").glob("step_*/COMPLETE"))
+                resume = str(runner.run_dir.path) if has_checkpoint else None
+                cfg.runner.output_dir = str(runner.run_dir.path)
+            logger.warning("%s: %s\nrestarting worker groups (%d/%d) from %s", type(e).__name__, e, restarts,
+                           cfg.runner.max_restarts, resume or "scratch")
         finally:
             runner.close()

@@ -22,13 +22,14 @@ from typing import Any, List, Optional, Sequence
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from rlinf.errors import RunFailure
 from rlinf.scheduler.cluster import Cluster
 from rlinf.scheduler.worker import Worker
 
 logger = logging.getLogger(__name__)
 
 
-class WorkerError(RuntimeError):
+class WorkerError(RuntimeError, RunFailure):
     """A rank raised inside a method."""
 
     def __init__(self, group: str, rank: int, method: str, detail: str):
@@ -44,7 +45,7 @@ class WorkerDiedError(WorkerError):
         self.group, self.rank, self.method = group, rank, method
 
 
-class WorkerTimeoutError(TimeoutError):
+class WorkerTimeoutError(TimeoutError, RunFailure):
     """A wait on a group call ran past its timeout."""
 
     def __init__(self, group: str, ranks: List[int], method: str, timeout: float):
@@ -52,7 +53,7 @@ class WorkerTimeoutError(TimeoutError):
         super().__init__(f"{group} ranks {ranks} did not finish {method} within {timeout:.0f} s")
 
 
-class WaitTimeoutError(TimeoutError):
+class WaitTimeoutError(TimeoutError, RunFailure):
     """A wait of the controller's own machinery (not a group call) ran past its deadline, e.g. a
     schedule's producer waiting for weights that the training loop never publishes."""
 

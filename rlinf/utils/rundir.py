@@ -6,6 +6,7 @@ Created only after the config and placement validated, so bad input leaves nothi
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Iterable, Optional
@@ -34,15 +35,11 @@ class RunDir:
                  wandb_mode: str = "disabled", wandb_project: str = "rlinf"):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "config.yaml").write_text(config_yaml)
+        self._write_config(config_yaml, resume_step or 0)
         metrics = self.path / "metrics.jsonl"
-        if resume_step is not None and metrics.exists():
-            # Rows after the checkpoint are redone by the resumed run: drop them.
-            kept = [r for r in read_metrics(metrics) if r["step"] <= resume_step]
-            metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            self._metrics = open(metrics, "a")
-        else:
-            self._metrics = open(metrics, "w")
+        if metrics.exists():  # a fresh start in a used directory sets every earlier row aside
+            self._set_aside_rows_after(metrics, resume_step if resume_step is not None else -1)
+        self._metrics = open(metrics, "a")
         self._wandb = None
         if wandb_mode != "disabled":
             import wandb
@@ -55,6 +52,29 @@ class RunDir:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(log_dir=str(self.path / "tensorboard"))
+
+    def _write_config(self, config_yaml: str, start_step: int) -> None:
+        """`config.yaml` is the first config this directory ran with and is never rewritten; a run that
+        continues it (resume, restart) with another config writes `config.from-step-<N>.yaml` beside it."""
+        original = self.path / "config.yaml"
+        if not original.exists():
+            original.write_text(config_yaml)
+        elif original.read_text() != config_yaml:
+            _unique(self.path / f"config.from-step-{start_step}.yaml").write_text(config_yaml)
+
+    def _set_aside_rows_after(self, metrics: Path, step: int) -> None:
+        """Rows logged after `step` are redone by this run: they move to `metrics.after-step-<N>.jsonl`
+        (nothing is deleted), and metrics.jsonl keeps the rows up to `step`."""
+        rows = read_metrics(metrics)
+        later = [r for r in rows if r["step"] > step]
+        if not later:
+            return
+        side = _unique(self.path / f"metrics.after-step-{step}.jsonl")
+        side.write_text("".join(json.dumps(r) + "\n" for r in later))
+        kept = self.path / "metrics.jsonl.tmp"
+        kept.write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
+        os.replace(kept, metrics)
+        logger.info("%d metric rows after step %d moved to %s", len(later), step, side)
 
     @classmethod
     def create(cls, output_dir: Optional[str], config_name: str, config_yaml: str, tensorboard: bool = True,
@@ -113,6 +133,16 @@ class RunDir:
             self._wandb.finish()
         if self._tb is not None:
             self._tb.close()
+
+
+def _unique(path: Path) -> Path:
+    """`path`, or `path` with `.1`, `.2`, ... before its suffix when that name is taken."""
+    n = 1
+    candidate = path
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}.{n}{path.suffix}")
+        n += 1
+    return candidate
 
 
 def read_metrics(path: Path) -> list:

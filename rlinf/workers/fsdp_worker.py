@@ -106,6 +106,18 @@ class FSDPTrainWorker(Worker):
         extra = Path(path) / "worker_state.json"
         return json.loads(extra.read_text()) if extra.exists() else {}
 
+    def checkpoint_mismatch(self, path: str) -> Optional[str]:
+        """None when the checkpoint at `path` holds exactly this model's and optimizer's tensors (names,
+        shapes, dtypes; read from its metadata, nothing loaded); else the first difference."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        from rlinf.utils.checkpoint_layout import dcp_layout, first_mismatch, layout_of
+
+        if not (Path(path) / ".metadata").exists():
+            return f"{path} holds no torch.distributed.checkpoint (.metadata missing)"
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        return first_mismatch(layout_of({"model": model_sd, "optim": optim_sd}), dcp_layout(path))
+
     def load_checkpoint(self, path: str) -> dict:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict

@@ -13,8 +13,8 @@ from rlinf.runners.components import components_for
 from rlinf.runners.runner import run
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.learning
+@pytest.mark.timeout(1800)
 def test_grpo_arith_recipe_raises_heldout_accuracy(cluster, tmp_path):
     cfg = load_config("configs/grpo_arith.yaml", [f"runner.output_dir={tmp_path}", "runner.progress_bar=false"])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, 1, components_for(cfg))

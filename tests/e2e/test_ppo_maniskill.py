@@ -38,8 +38,8 @@ def test_tiny_pushcube_run_reports_success_metrics(cluster, tmp_path):
     assert yaml.safe_load((out / "config.yaml").read_text())["env"]["simulator"] == "maniskill"
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.learning
+@pytest.mark.timeout(1200)
 def test_recipe_learns_pushcube_in_25_steps(cluster, tmp_path):
     """The recipe as shipped, cut to its first 25 updates (25 x 32 envs x 32 steps): the greedy policy's
     mean return on 32 held-out episodes (normalized dense reward, 50-step episodes, at most 50) rises by

@@ -48,3 +48,41 @@ def test_resume_without_checkpoint_is_input_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no complete checkpoint"):
         _run(tmp_path / "x", 2, resume=str(tmp_path / "empty"))
+
+
+def _snapshot(directory):
+    """Every file of a directory tree and its bytes."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("override, named", [
+    ("actor.model.hidden_size=32", "tensor 'model."),         # another shape: the first differing tensor
+    ("critic.enabled=true", "group 'critic'"),                  # a component the checkpoint does not hold
+])
+def test_resume_with_unfit_checkpoint_exits_2_and_changes_nothing(cluster, tmp_path, capsys, override, named):
+    from rlinf.run import main
+
+    out = tmp_path / "run"
+    _run(out, 3)
+    before = _snapshot(out)
+    code = main(["--config", "configs/grpo_arith.yaml", "--resume", str(out), *COMMON, "runner.max_steps=6",
+                 f"runner.output_dir={out}", override])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and named in err[0] and str(out) in err[0], err
+    assert _snapshot(out) == before  # byte-identical: config.yaml, metrics.jsonl, checkpoints, events
+
+
+def test_valid_resume_keeps_history(cluster, tmp_path):
+    out = tmp_path / "run"
+    _run(out, 4)  # checkpoint at step 3, metric rows up to step 4
+    original_config = (out / "config.yaml").read_bytes()
+    rows_before = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    _run(out, 5, resume=str(out / "checkpoints" / "step_000003"))  # runs save at 3 and at their end
+    assert (out / "config.yaml").read_bytes() == original_config
+    assert "max_steps: 5" in (out / "config.from-step-3.yaml").read_text()
+    set_aside = [json.loads(line) for line in open(out / "metrics.after-step-3.jsonl")]
+    assert set_aside == [r for r in rows_before if r["step"] > 3]
+    assert [r["step"] for r in set_aside] == [4, 4]  # the step-4 training row and the final evaluation
+    steps = [r["step"] for r in (json.loads(line) for line in open(out / "metrics.jsonl")) if "actor/pg_loss" in r]
+    assert steps == [1, 2, 3, 4, 5]

@@ -281,6 +281,20 @@ class EmbodiedActorWorker(Worker):
                            self.rank, meta["world_size"], self.world_size)
         return meta
 
+    def checkpoint_mismatch(self, path: str) -> Optional[str]:
+        """None when `path/model.pt` and `optim.pt` hold this model's tensors (names, shapes, dtypes) and
+        this optimizer's state; else the first difference. Nothing is loaded into the model."""
+        from rlinf.utils.checkpoint_layout import first_mismatch, layout_of, optimizer_mismatch, torch_file_layout
+
+        src = Path(path)
+        for name in ("model.pt", "optim.pt", "meta.json"):
+            if not (src / name).exists():
+                return f"{src / name} missing"
+        state = sync_tensors(self.model) if has_lora(self.model) else self.model.state_dict()
+        mismatch = first_mismatch(layout_of(state), torch_file_layout(src / "model.pt"))
+        return mismatch or optimizer_mismatch(self.optimizer, torch.load(src / "optim.pt", map_location="cpu",
+                                                                         weights_only=True))
+
     def model_spec(self) -> Dict[str, object]:
         """What fixes the parameter shapes: a checkpoint loads only into the same spec."""
         return policy_spec(self.cfg.model, self.spec)
