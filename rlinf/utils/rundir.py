@@ -64,12 +64,13 @@ class RunDir:
 
     def _set_aside_rows_after(self, metrics: Path, step: int) -> None:
         """Rows logged after `step` are redone by this run: they move to `metrics.after-step-<N>.jsonl`
-        (nothing is deleted), and metrics.jsonl keeps the rows up to `step`."""
+        (`metrics.earlier-run.jsonl` for a fresh start, step -1; nothing is deleted), and metrics.jsonl
+        keeps the rows up to `step`."""
         rows = read_metrics(metrics)
         later = [r for r in rows if r["step"] > step]
         if not later:
             return
-        side = _unique(self.path / f"metrics.after-step-{step}.jsonl")
+        side = _unique(self.path / (f"metrics.after-step-{step}.jsonl" if step >= 0 else "metrics.earlier-run.jsonl"))
         side.write_text("".join(json.dumps(r) + "\n" for r in later))
         kept = self.path / "metrics.jsonl.tmp"
         kept.write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
