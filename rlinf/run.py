@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import List, Optional
 
 from rlinf.config import load_config, to_yaml
-from rlinf.errors import InputError
+from rlinf.errors import InputError, RunFailure
 from rlinf.placement import build_placement
 from rlinf.preflight import preflight
 from rlinf.runners.components import components_for
-from rlinf.scheduler.worker_group import WorkerError, WorkerTimeoutError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,7 +56,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except InputError as e:
         print(f"rlinf: error: {e}", file=sys.stderr)
         return 2
-    except (WorkerError, WorkerTimeoutError) as e:
+    except RunFailure as e:  # restarts exhausted (runner.max_restarts)
         print(f"rlinf: run failed: {e}", file=sys.stderr)
         return 1
 
