@@ -37,6 +37,9 @@ class ClusterConfig:
     threads_per_worker: int = _f(1, "torch / OpenMP threads per worker process (avoid oversubscribing cores).", min=1)
     wait_timeout_s: float = _f(600.0, "Upper bound, in seconds, on any single wait for a worker group call.", min=1.0)
     ray_num_cpus: Optional[int] = _f(None, "Logical CPUs the embedded Ray advertises (null: Ray's default).", min=1)
+    ray_token_auth: bool = _f(True, "Require Ray's token authentication (RAY_AUTH_MODE=token, Ray's default): Ray's "
+                              "services listen on every interface, and the token is what keeps other hosts out. "
+                              "false lets a run start on (or join) a Ray without it.")
 
 
 @dataclass
@@ -187,6 +190,9 @@ class ReshardConfig:
     pipeline_depth: int = _f(2, "Buckets in flight per peer (2: bucket i+1 travels while bucket i is applied).", min=1)
     timeout_s: float = _f(300.0, "Longest wait on one weight-sync message before the rank raises (a dead peer "
                           "becomes an error, not a hang).", min=1.0)
+    idle_timeout_s: float = _f(3600.0, "Async schedule (staged targets): longest a rollout rank's receiver waits "
+                               "for the next weight sync; past it the next switch raises and the run restarts.",
+                               min=1.0)
 
 
 @dataclass

@@ -10,7 +10,9 @@ those views is updated in place. Per (source, target) pair the transfer is one o
 
 * direct (colocated): the target's arena is reachable from the source process, so the source copies
   its slices straight into it (one copy, nothing staged). On CPU the arena is a /dev/shm file mapped
-  `MAP_SHARED` by both processes (`torch.from_file(..., shared=True)`); on GPU it is a CUDA tensor
+  `MAP_SHARED` by both processes (`torch.from_file(..., shared=True)`), named with the run's prefix
+  (`rlinf.utils.runfiles`): the controller removes it when the run ends or fails, even when the rank
+  that made it was killed (a destructor would not run then); on GPU it is a CUDA tensor
   whose IPC handle is opened by a source on the same physical GPU (same device UUID). The CUDA
   branch is written but untested here (no GPU in CI). After its writes the source sends a small
   header; the target's `recv` returns when every source's header has arrived.
@@ -35,12 +37,15 @@ the rollout, between requests. Publish and apply of one target must not overlap 
 write the staging arena during the copy): `rlinf.runners.weight_sync.WeightSync` serialises them
 with one lock, and `apply(version)` first waits until the receiver has the whole of `version`.
 The receiver thread serves its link until the process ends (a pending gloo receive cannot be
-cancelled), so a link carries at most one staged target per target rank.
+cancelled), so a link carries at most one staged target per target rank. Its wait for the next
+sync's header is bounded by `idle_timeout_s` (config `reshard.idle_timeout_s`): past it the receiver
+stops and the next `apply` raises `ReshardTimeoutError`, which the controller's restart path handles.
 
 Deadlock freedom: every rank posts its operations in one global order, (round k, source, target),
 and waits on them oldest first. The globally earliest unfinished operation has then been posted by
 both its sender and its receiver, so it completes; by induction all do (gloo and NCCL point-to-point
-need both sides posted). Every wait has `timeout_s`, so a dead peer turns into an error, not a hang.
+need both sides posted). Every wait has `timeout_s`, so a dead peer turns into an error
+(`ReshardTimeoutError`), not a hang.
 """
 
 import logging
@@ -48,15 +53,16 @@ import math
 import os
 import socket
 import threading
-import uuid
 from collections import deque
 from datetime import timedelta
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
+from rlinf.errors import ReshardTimeoutError
 from rlinf.reshard.plan import ReshardPlan, Transfer, align
 from rlinf.scheduler import Worker
+from rlinf.utils.runfiles import shm_path
 
 logger = logging.getLogger(__name__)
 
@@ -146,11 +152,20 @@ class _Link:
     def irecv(self, t: torch.Tensor, peer: int, tag: int):
         return self.pg.recv([t], self.peer_offset + peer, tag)
 
-    def wait(self, work, what: str, timeout: Optional[timedelta] = None) -> None:
+    def wait(self, work, what: str, timeout: Optional[timedelta] = None, key: str = "reshard.timeout_s") -> None:
+        timeout = timeout or self.timeout
         try:
-            work.wait(timeout or self.timeout)
+            work.wait(timeout)
         except RuntimeError as e:
+            if _is_timeout(e):
+                raise ReshardTimeoutError(f"reshard {what} with {self.peer_group}: nothing within "
+                                          f"{timeout.total_seconds():.0f} s ({e})", timeout.total_seconds(), key) from e
             raise RuntimeError(f"reshard {what} with {self.peer_group} failed: {e}") from e
+
+
+def _is_timeout(e: BaseException) -> bool:
+    text = str(e).lower()
+    return "timed out" in text or "timeout" in text
 
 
 def _schedule(plan: ReshardPlan, bucket_bytes: int, pairs: List[Tuple[int, int]]):
@@ -268,8 +283,9 @@ class ReshardTarget:
 
     def __init__(self, plan: ReshardPlan, worker: Worker, peer_group: str, colocated: bool = False,
                  bucket_mb: float = 64.0, depth: int = 2, timeout_s: float = 300.0, rank: Optional[int] = None,
-                 staged: bool = False):
+                 staged: bool = False, idle_timeout_s: float = 3600.0):
         self._path: Optional[str] = None
+        self.idle_timeout = timedelta(seconds=idle_timeout_s)
         self.plan, self.rank = plan, worker.rank if rank is None else rank
         self.link = _Link(worker, peer_group, timeout_s)
         self.bucket_bytes = max(1, int(bucket_mb * 2**20))
@@ -281,7 +297,8 @@ class ReshardTarget:
         nbytes = max(1, plan.arena_bytes(self.rank))
         self._handle: Optional[dict] = None
         if colocated and worker.device.type == "cpu":
-            self._path = f"/dev/shm/rlinf-reshard-{uuid.uuid4().hex[:12]}-{self.rank}"
+            # named with the run's prefix: the controller removes it however this process ends
+            self._path = shm_path("reshard", worker.group_name, worker.rank)
             with open(self._path, "wb") as f:
                 f.truncate(nbytes)
             self.arena = torch.from_file(self._path, shared=True, size=nbytes, dtype=torch.uint8)
@@ -309,11 +326,14 @@ class ReshardTarget:
             self._receiver.start()
 
     def _receive_loop(self) -> None:
-        """Staged mode: receive every sync into the staging arena as it comes (idle waits are unbounded;
-        once a header arrives the usual per-message timeout applies)."""
+        """Staged mode: receive every sync into the staging arena as it comes. The wait for a sync's
+        header is bounded by `idle_timeout_s` (the longest gap between two publishes); once a header
+        arrives the per-message `timeout_s` applies. A timeout ends the loop (the pending gloo receive
+        cannot be reposted safely) and the next `apply()` raises it."""
         try:
             while not self._closed():
-                version = self.recv(header_timeout=timedelta(days=365), on_header=self._begin)
+                version = self.recv(header_timeout=self.idle_timeout, on_header=self._begin,
+                                    header_key="reshard.idle_timeout_s")
                 with self._arrived:
                     self.staged_version, self._receiving = version, None
                     self._arrived.notify_all()
@@ -340,8 +360,11 @@ class ReshardTarget:
         with self._arrived:
             done = lambda: (self.staged_version >= version and self._receiving is None) or self._error is not None
             if not self._arrived.wait_for(done, timeout):
-                raise TimeoutError(f"reshard target rank {self.rank}: version {version} not received in {timeout} s "
-                                   f"(have {self.staged_version})")
+                raise ReshardTimeoutError(f"reshard target rank {self.rank}: version {version} not received in "
+                                          f"{timeout} s (have {self.staged_version})", timeout, "reshard.timeout_s")
+            if isinstance(self._error, ReshardTimeoutError):
+                raise ReshardTimeoutError(f"reshard target rank {self.rank}: receiver stopped: {self._error}",
+                                          self._error.timeout_s, self._error.key) from self._error
             if self._error is not None:
                 raise RuntimeError(f"reshard target rank {self.rank}: receiver failed: {self._error}") from self._error
             if self.staged_version != version:
@@ -360,7 +383,7 @@ class ReshardTarget:
     @torch.no_grad()
     def recv(self, version: Optional[int] = None,
              on_bucket: Optional[Callable[[int, int], None]] = None, header_timeout: Optional[timedelta] = None,
-             on_header: Optional[Callable[[int], None]] = None) -> int:
+             on_header: Optional[Callable[[int], None]] = None, header_key: str = "reshard.timeout_s") -> int:
         """Receive one sync from every source that holds part of this rank's slice; returns the version.
 
         `version` (optional) is checked against what the sources sent; `on_bucket(src, k)` is called
@@ -369,7 +392,7 @@ class ReshardTarget:
         headers = {src: torch.zeros(_HEADER, dtype=torch.int64, device=link.device) for src in self.sources}
         works = [(src, link.irecv(h, src, 0)) for src, h in headers.items()]
         for src, work in works:
-            link.wait(work, f"header to target rank {self.rank} from source rank {src}", header_timeout)
+            link.wait(work, f"header to target rank {self.rank} from source rank {src}", header_timeout, header_key)
         got = {src: [int(x) for x in h.cpu()] for src, h in headers.items()}
         versions = {v for v, _, _ in got.values()}
         if any(fp != self.fingerprint for _, fp, _ in got.values()):
@@ -417,14 +440,17 @@ class ReshardTarget:
             on_bucket(src, k)
 
     def close(self) -> None:
-        """Remove the shared-memory file (mappings stay valid until the processes drop them)."""
-        self._is_closed = True
-        if self._path is not None and os.path.exists(self._path):
-            os.unlink(self._path)
-        self._path = None
+        """Remove the shared-memory file now (mappings stay valid until the processes drop them).
 
-    def __del__(self):
-        self.close()
+        Optional: the controller removes every file of the run when it ends (`rlinf.utils.runfiles`),
+        which also covers a rank killed before it could call this."""
+        self._is_closed = True
+        if self._path is not None:
+            try:
+                os.unlink(self._path)
+            except FileNotFoundError:
+                pass
+        self._path = None
 
 
 def _open_arena(handle: Optional[dict]) -> Optional[torch.Tensor]:

@@ -6,6 +6,18 @@ every placement mode (and the gloo process groups behind it) runs on one CPU mac
 Workers are pinned to their device's node with a hard node-affinity strategy and ask Ray for no
 CPU or GPU resources: rlinf does its own device accounting through the placement, and caps torch
 threads per worker instead (`cluster.threads_per_worker`).
+
+A Cluster is the controller's side of one run (see docs/security.md):
+- files: it picks the run's file prefix (`run_prefix`, handed to every worker as RLINF_RUN_PREFIX) and
+  removes every shared-memory arena and temp file carrying it in `shutdown()` (normal end, failure,
+  before a restart: `Runner.close` calls it), at interpreter exit (atexit; Ray's SIGTERM handler exits
+  through it), and for one killed group through `release_group_files`; files of a controller that was
+  itself SIGKILLed are swept by the next one (`rlinf.utils.runfiles`).
+- sockets: workers bind their torch.distributed stores and gloo/NCCL sockets to 127.0.0.1 on a
+  single-node cluster (RLINF_BIND_HOST; the node IP only when the cluster spans nodes).
+- Ray's own services listen on every interface whatever the node IP; its token authentication guards
+  them, and the Cluster refuses to run without it unless `cluster.ray_token_auth` is false.
+- waits: workers read the run's bound on a single wait from RLINF_WAIT_TIMEOUT_S.
 """
 
 import logging
@@ -19,6 +31,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rlinf.config.schema import ClusterConfig
 from rlinf.errors import InputError
+from rlinf.utils.runfiles import ENV as RUN_PREFIX_ENV
+from rlinf.utils.runfiles import RunFiles, sweep_stale
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +56,27 @@ class Cluster:
     def __init__(self, cfg: ClusterConfig):
         self.cfg = cfg
         self._started_ray = False
-        if not ray.is_initialized():
-            self._init_ray()
+        sweep_stale()  # files of controllers that were killed before they could clean up
+        self.files = RunFiles()  # this run's files; removed in shutdown() and at exit
+        self.run_prefix = self.files.prefix
+        try:
+            if not ray.is_initialized():
+                self._init_ray()
+            check_token_auth(cfg.ray_token_auth)
+        except BaseException:
+            self.shutdown()
+            raise
         self.devices: List[Device] = self._enumerate_devices()
         self.device_type = self.devices[0].kind
+        self.single_node = len({d.node_id for d in self.devices}) == 1
         logger.info("cluster: %d %s device(s)", len(self.devices), self.device_type)
 
     def _init_ray(self) -> None:
         cfg = self.cfg
+        if cfg.ray_token_auth and os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+            raise InputError(f"RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']} turns off Ray's token authentication; "
+                             "Ray's services listen on every interface and the token is what guards them. Unset it, "
+                             "or set cluster.ray_token_auth=false to run without it", key="cluster.ray_token_auth")
         kwargs = dict(namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=True)
         if cfg.address:
             _check_reachable(cfg.address)
@@ -101,6 +128,10 @@ class Cluster:
         env.setdefault("OMP_NUM_THREADS", str(self.cfg.threads_per_worker))
         env.setdefault("MKL_NUM_THREADS", str(self.cfg.threads_per_worker))
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        env[RUN_PREFIX_ENV] = self.run_prefix  # the worker's shared-memory / temp files carry it
+        env.setdefault("RLINF_WAIT_TIMEOUT_S", str(self.cfg.wait_timeout_s))
+        # listening sockets (stores, gloo pairs): loopback unless ranks on other nodes must reach them
+        env.setdefault("RLINF_BIND_HOST", "127.0.0.1" if self.single_node else dev.node_ip)
         if dev.kind == "cuda":
             env["CUDA_VISIBLE_DEVICES"] = str(dev.local_index)
             env["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"] = "1"
@@ -119,10 +150,33 @@ class Cluster:
         """torch.distributed backend for groups on this cluster."""
         return "nccl" if self.device_type == "cuda" else "gloo"
 
+    def release_group_files(self, group: str) -> int:
+        """Remove the files the ranks of `group` made (call once the group is stopped or killed)."""
+        return self.files.cleanup(group)
+
     def shutdown(self) -> None:
-        if self._started_ray and ray.is_initialized():
-            ray.shutdown()
-        self._started_ray = False
+        """Stop Ray (if this Cluster started it) and remove every file of the run; idempotent."""
+        try:
+            if self._started_ray and ray.is_initialized():
+                ray.shutdown()
+            self._started_ray = False
+        finally:
+            self.files.close()
+
+
+def check_token_auth(required: bool = True) -> bool:
+    """Whether Ray's token authentication is on in this process (and so in the Ray it started or joined
+    with this environment); raises InputError when it is off and `required`."""
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    enabled = is_token_auth_enabled()
+    if not enabled:
+        if required:
+            raise InputError("Ray's token authentication is off (RAY_AUTH_MODE is not 'token'); Ray's services listen "
+                             "on every interface and the token is what guards them. Set cluster.ray_token_auth=false "
+                             "to run without it", key="cluster.ray_token_auth")
+        logger.warning("Ray's token authentication is off: any host that reaches Ray's ports can run code here")
+    return enabled
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

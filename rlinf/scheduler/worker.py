@@ -9,6 +9,13 @@ create the group's own torch.distributed process group (gloo on CPU, NCCL on GPU
 Every group call goes through `_rlinf_execute`, which times the method and records a timeline
 event; cross-group tensor transfer goes through `send_tensor` / `recv_tensor` over a process group
 joined with `_rlinf_join_link` (see `WorkerGroup.link`).
+
+Sockets: a process group's store is bound before its address is handed out (`_rlinf_free_port` on
+the first rank creates the TCPStore server on a socket it bound itself, port 0, and returns the port
+the kernel chose; no find-a-free-port-then-hope race). It listens on `RLINF_BIND_HOST`, which the
+Cluster sets to 127.0.0.1 on a single-node cluster (the node's IP only when the cluster spans nodes),
+and gloo's pair sockets bind the same address. Every wait on a transfer is bounded
+(`cluster.wait_timeout_s`, in the environment as RLINF_WAIT_TIMEOUT_S, unless a call gives its own).
 """
 
 import logging
@@ -16,12 +23,60 @@ import os
 import socket
 import time
 from datetime import timedelta
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 
 logger = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+
+
+def wait_timeout_s() -> float:
+    """The run's bound on a single wait (`cluster.wait_timeout_s`, set in every worker's environment)."""
+    return float(os.environ.get("RLINF_WAIT_TIMEOUT_S", "600"))
+
+
+def bind_host() -> str:
+    """The address this worker's listening sockets bind to (loopback unless the cluster spans nodes)."""
+    return os.environ.get("RLINF_BIND_HOST", LOOPBACK)
+
+
+def _loopback_interface() -> str:
+    try:
+        import psutil
+
+        for name, addrs in psutil.net_if_addrs().items():
+            if any(a.address == LOOPBACK for a in addrs):
+                return name
+    except ImportError:
+        pass
+    return "lo"
+
+
+def bound_store(host: str, timeout: timedelta) -> Any:
+    """A TCPStore server on a socket bound to `host`, port chosen by the kernel (`store.port`); torch's
+    own port-0 store would listen on every interface."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, 0))
+        sock.listen(128)
+        store = dist.TCPStore(host, sock.getsockname()[1], None, is_master=True, timeout=timeout,
+                              wait_for_workers=False, master_listen_fd=sock.fileno())
+    except BaseException:
+        sock.close()
+        raise
+    sock.detach()  # the store serves the descriptor from now on; Python must not close it
+    return store
+
+
+def gloo_options(host: str, timeout: timedelta):
+    """ProcessGroupGloo options whose pair sockets listen on `host`."""
+    opts = dist.ProcessGroupGloo._Options()
+    opts._devices = [dist.ProcessGroupGloo.create_device(hostname=host)]
+    opts._timeout = timeout
+    return opts
 
 _DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32,
            torch.int16, torch.int8, torch.uint8, torch.bool]
@@ -44,6 +99,10 @@ class Worker:
             self.device = torch.device("cpu")
         self._events: List[dict] = []
         self._links: Dict[str, Tuple[Any, int, int]] = {}
+        self._link_timeouts: Dict[str, timedelta] = {}
+        self._bound: Dict[int, Any] = {}  # port -> store server bound for a group or link, not yet used
+        self._stores: List[Any] = []  # kept alive with their process groups
+        self.wait_timeout_s = wait_timeout_s()
 
     # ---- identity -------------------------------------------------------------------------------
     @property
@@ -70,21 +129,35 @@ class Worker:
         return events
 
     # ---- torch.distributed ----------------------------------------------------------------------
-    def _rlinf_free_port(self) -> Tuple[str, int]:
-        ip = os.environ.get("RLINF_NODE_IP", "127.0.0.1")
-        with socket.socket() as s:
-            s.bind((ip, 0))
-            return ip, s.getsockname()[1]
+    def _rlinf_free_port(self, host: Optional[str] = None) -> Tuple[str, int]:
+        """Bind a store server now (on `host`, default `bind_host()`) and return its address; the
+        `_rlinf_init_dist` / `_rlinf_join_link` call of this process that names the port serves it."""
+        host = host or bind_host()
+        store = bound_store(host, timedelta(seconds=self.wait_timeout_s))
+        self._bound[store.port] = store
+        return host, store.port
+
+    def _store(self, addr: str, port: int, size: int, timeout: timedelta) -> Any:
+        """The store server bound by `_rlinf_free_port` in this process, else a client of it."""
+        store = self._bound.pop(port, None)
+        if store is None:
+            store = dist.TCPStore(addr, port, size, is_master=False, timeout=timeout)
+        self._stores.append(store)
+        return store
+
+    def _use_bind_host(self, addr: str) -> None:
+        """gloo / NCCL pick the interface their own sockets listen on from the environment."""
+        if addr == LOOPBACK:
+            iface = _loopback_interface()
+            os.environ.setdefault("GLOO_SOCKET_IFNAME", iface)
+            os.environ.setdefault("NCCL_SOCKET_IFNAME", iface)
 
     def _rlinf_init_dist(self, addr: str, port: int, backend: str, timeout_s: float) -> None:
         """Create this group's default process group (one per worker process)."""
-        dist.init_process_group(
-            backend=backend,
-            init_method=f"tcp://{addr}:{port}",
-            rank=self.rank,
-            world_size=self.world_size,
-            timeout=timedelta(seconds=timeout_s),
-        )
+        timeout = timedelta(seconds=timeout_s)
+        self._use_bind_host(addr)
+        dist.init_process_group(backend=backend, store=self._store(addr, port, self.world_size, timeout),
+                                rank=self.rank, world_size=self.world_size, timeout=timeout)
 
     def _rlinf_join_link(self, link: str, addr: str, port: int, rank: int, size: int, peer_offset: int,
                          my_offset: int, backend: str, timeout_s: float) -> None:
@@ -93,12 +166,15 @@ class Worker:
         Each Ray actor is its own process with its group's default process group, so a group over
         ranks of two groups is built directly from a TCPStore rather than through `new_group`.
         """
-        store = dist.TCPStore(addr, port, size, is_master=(rank == 0), timeout=timedelta(seconds=timeout_s))
+        timeout = timedelta(seconds=timeout_s)
+        self._use_bind_host(addr)
+        store = self._store(addr, port, size, timeout)
         if backend == "nccl":
             pg = dist.ProcessGroupNCCL(store, rank, size)
         else:
-            pg = dist.ProcessGroupGloo(store, rank, size, timedelta(seconds=timeout_s))
+            pg = dist.ProcessGroupGloo(store, rank, size, gloo_options(addr, timeout))
         self._links[link] = (pg, my_offset, peer_offset)
+        self._link_timeouts[link] = timeout
 
     def _link_for(self, peer_group: str) -> Tuple[Any, int, int]:
         for key, value in self._links.items():
@@ -106,9 +182,31 @@ class Worker:
                 return value
         raise RuntimeError(f"{self.name} has no link to group '{peer_group}' (call WorkerGroup.link first)")
 
-    def send_tensor(self, tensor: torch.Tensor, peer_group: str, peer_rank: int, tag: int = 0) -> None:
-        """Send `tensor` to rank `peer_rank` of `peer_group` (shape and dtype travel in a header)."""
+    def _link_timeout(self, peer_group: str, timeout_s: Optional[float]) -> timedelta:
+        if timeout_s is not None:
+            return timedelta(seconds=timeout_s)
+        for key, value in self._link_timeouts.items():
+            if peer_group in key.split("<->"):
+                return value
+        return timedelta(seconds=self.wait_timeout_s)
+
+    def _wait_work(self, work, timeout: timedelta, what: str) -> None:
+        try:
+            work.wait(timeout)
+        except RuntimeError as e:
+            if "timed out" in str(e).lower() or "timeout" in str(e).lower():
+                from rlinf.errors import RLinfTimeoutError
+
+                raise RLinfTimeoutError(f"{self.name}: {what} did not complete within {timeout.total_seconds():.0f} s "
+                                        f"({e})", timeout.total_seconds(), "cluster.wait_timeout_s") from e
+            raise
+
+    def send_tensor(self, tensor: torch.Tensor, peer_group: str, peer_rank: int, tag: int = 0,
+                    timeout_s: Optional[float] = None) -> None:
+        """Send `tensor` to rank `peer_rank` of `peer_group` (shape and dtype travel in a header).
+        Each message waits at most `timeout_s` (default: the link's timeout)."""
         pg, _, peer_offset = self._link_for(peer_group)
+        timeout = self._link_timeout(peer_group, timeout_s)
         if tensor.dim() > _HEADER_LEN - 2:
             raise ValueError(f"send_tensor supports up to {_HEADER_LEN - 2} dims, got {tensor.dim()}")
         header = torch.zeros(_HEADER_LEN, dtype=torch.int64)
@@ -116,29 +214,36 @@ class Worker:
         header[1] = tensor.dim()
         header[2:2 + tensor.dim()] = torch.tensor(tensor.shape, dtype=torch.int64)
         dst = peer_offset + peer_rank
-        pg.send([header.to(self.device)], dst, tag).wait()
-        pg.send([tensor.contiguous().to(self.device)], dst, tag).wait()
+        what = f"send to {peer_group}[{peer_rank}]"
+        self._wait_work(pg.send([header.to(self.device)], dst, tag), timeout, what)
+        self._wait_work(pg.send([tensor.contiguous().to(self.device)], dst, tag), timeout, what)
 
-    def recv_tensor(self, peer_group: str, peer_rank: int, tag: int = 0) -> torch.Tensor:
-        """Receive a tensor sent by `send_tensor` from rank `peer_rank` of `peer_group`."""
+    def recv_tensor(self, peer_group: str, peer_rank: int, tag: int = 0, timeout_s: Optional[float] = None) -> torch.Tensor:
+        """Receive a tensor sent by `send_tensor` from rank `peer_rank` of `peer_group` (each message
+        waits at most `timeout_s`, default the link's timeout)."""
         pg, _, peer_offset = self._link_for(peer_group)
+        timeout = self._link_timeout(peer_group, timeout_s)
+        what = f"receive from {peer_group}[{peer_rank}]"
         src = peer_offset + peer_rank
         header = torch.zeros(_HEADER_LEN, dtype=torch.int64, device=self.device)
-        pg.recv([header], src, tag).wait()
+        self._wait_work(pg.recv([header], src, tag), timeout, what)
         header = header.cpu()
         ndim = int(header[1])
         out = torch.empty(tuple(header[2:2 + ndim].tolist()), dtype=_DTYPES[int(header[0])], device=self.device)
-        pg.recv([out], src, tag).wait()
+        self._wait_work(pg.recv([out], src, tag), timeout, what)
         return out
 
-    def link_broadcast(self, tensor: torch.Tensor, peer_group: str, src_rank_in_link: int) -> torch.Tensor:
+    def link_broadcast(self, tensor: torch.Tensor, peer_group: str, src_rank_in_link: int,
+                       timeout_s: Optional[float] = None) -> torch.Tensor:
         """Broadcast over the link process group (in place) from link rank `src_rank_in_link`."""
         pg, _, _ = self._link_for(peer_group)
         opts = dist.BroadcastOptions()
         opts.rootRank = src_rank_in_link
-        pg.broadcast([tensor], opts).wait()
+        self._wait_work(pg.broadcast([tensor], opts), self._link_timeout(peer_group, timeout_s),
+                        f"broadcast over the link with {peer_group}")
         return tensor
 
     def _rlinf_shutdown(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
+        self._links.clear()

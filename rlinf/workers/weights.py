@@ -2,16 +2,27 @@
 tensor) or as a target of the resharding engine (`ModuleReshardTarget`)."""
 
 import warnings
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import ray
 import torch
+from ray.exceptions import GetTimeoutError
+
+from rlinf.errors import RLinfTimeoutError
+from rlinf.scheduler.worker import wait_timeout_s
 
 
-def fetch_state_dict(ref) -> Dict[str, torch.Tensor]:
-    """Tensors viewing the arrays of a published state dict (no copy; load_state_dict copies them)."""
-    state = ray.get(ref)
+def fetch_state_dict(ref, timeout_s: Optional[float] = None) -> Dict[str, torch.Tensor]:
+    """Tensors viewing the arrays of a published state dict (no copy; load_state_dict copies them).
+
+    Waits at most `timeout_s` (default: the run's `cluster.wait_timeout_s`) for the object."""
+    timeout = wait_timeout_s() if timeout_s is None else timeout_s
+    try:
+        state = ray.get(ref, timeout=timeout)
+    except GetTimeoutError:
+        raise RLinfTimeoutError(f"published weights not available within {timeout:.0f} s", timeout,
+                                "cluster.wait_timeout_s") from None
     with warnings.catch_warnings():
         # Arrays from the object store are read-only views; load_state_dict only reads them.
         warnings.simplefilter("ignore", UserWarning)
@@ -28,7 +39,7 @@ class ModuleReshardTarget:
         from rlinf.reshard import ReshardTarget, bind_module
 
         self.reshard = ReshardTarget(plan, self, peer_group, colocated, cfg.bucket_mb, cfg.pipeline_depth,
-                                     cfg.timeout_s, staged=staged)
+                                     cfg.timeout_s, staged=staged, idle_timeout_s=cfg.idle_timeout_s)
         bind_module(self.model, self.reshard.tensors)
         return self.reshard.handle()
 

@@ -6,8 +6,6 @@ the received slices reproduces the full block's logits; a target rank that dies 
 reported by name and nothing hangs.
 """
 
-import time
-
 import pytest
 import torch
 
@@ -93,14 +91,15 @@ def test_target_dying_mid_sync_is_reported(cluster, groups):
         src.link(dying)
         plan = src.call("make_source", "die", "rs_dying", 2, 1, 0.001, 10.0).wait()[0]
         dying.call("make_target", "die", plan, src.name, False, 0.001, 10.0).wait()
-        start = time.monotonic()
+        # The death is what is reported (WorkerDiedError naming the rank), not a timeout of the wait
+        # (WorkerTimeoutError, which would mean something hung until the deadline).
         with pytest.raises(WorkerDiedError, match=r"rs_dying\[rank 1\]"):
             wait_all([src.call("send", "die", 1), dying.call("recv", "die", 1, 0, ranks=[1]),
                       dying.call("recv", "die", 1, ranks=[0])], timeout=60)
-        assert time.monotonic() - start < 30
     finally:
         dying.shutdown(timeout=20)
-    # the source ranks are free again (their sends failed or timed out instead of hanging)
+    # the source ranks are free again: their sends ended (failed or timed out after reshard.timeout_s)
+    # before this call, which Ray runs after them on each rank
     assert src.call("full_state").wait(timeout=30)[0]
 
 
