@@ -85,6 +85,7 @@ class Runner:
                 raise InputError(mismatch, key=str(self.resume_from))
             with self.phase("load_checkpoint"):
                 self.workflow.load_checkpoint(str(self.resume_from), self.start_step)
+                self.schedule.load_checkpoint(str(self.resume_from), self.start_step)
             logger.info("resumed from %s (step %d)", self.resume_from, self.start_step)
         self.run_dir = RunDir.create(self.output_dir, self.config_name, to_yaml(self.cfg), self.cfg.runner.tensorboard,
                                      resume_step=self.start_step if self.resume_from is not None else None,
@@ -93,7 +94,8 @@ class Runner:
 
     def save_checkpoint(self, step: int) -> None:
         with self.phase("save_checkpoint"):
-            checkpoints.save(self.run_dir.path, step, self.workflow.save_checkpoint)
+            # The schedule writes the workflow's checkpoint and its own state (async: the queued batches).
+            checkpoints.save(self.run_dir.path, step, lambda path: self.schedule.save_checkpoint(self.workflow, path))
 
     def fit(self) -> Dict:
         cfg = self.cfg.runner
