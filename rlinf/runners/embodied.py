@@ -59,11 +59,6 @@ def is_async(cfg: RLinfConfig) -> bool:
 def validate(cfg: RLinfConfig, placement: Placement) -> None:
     """Reject what embodied PPO cannot run, naming the key, before any worker starts."""
     check_env(cfg.env)
-    if is_async(cfg) and cfg.runner.save_interval:
-        # The producer steps the training envs while the loop would capture their state.
-        raise InputError("embodied checkpoints need the sync schedule (the async producer steps the envs while a "
-                         "checkpoint would capture them); set runner.save_interval=0 or runner.schedule=sync",
-                         key="runner.save_interval")
     if cfg.critic.enabled:
         raise InputError("embodied PPO uses the actor-critic's value head; set critic.enabled=false",
                          key="critic.enabled")
@@ -305,6 +300,10 @@ class EmbodiedWorkflow(WeightSyncMixin):
             actor/        model.pt, optim.pt, meta.json (rank 0; replicas are identical), rng_rank<r>.pt
             env/          rank_<r>.json: the training envs' simulation state (GymVectorEnv.get_state)
             workflow.pt   weights version, the envs' current observations, rollout sampling RNG per rank
+
+        Under the async schedule the schedule calls this with its producer quiesced (no collect running),
+        so env state, observations and RNG are those after the last produced batch; the schedule saves
+        the produced, not yet trained batches beside them (schedule.pt).
         """
         actor = self.actor.call("save_checkpoint", f"{path}/actor", {"env_id": self.cfg.env.id})
         envs = self.env.call("get_state").wait()
