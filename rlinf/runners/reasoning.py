@@ -194,7 +194,9 @@ class ReasoningWorkflow(WeightSyncMixin):
 
     # ---- checkpoints --------------------------------------------------------------------------------
     def save_checkpoint(self, path: str) -> None:
-        """Every training group writes its shards (model, optimizer, RNG) under `path/<group>`."""
+        """Every training group writes its shards (model, optimizer, RNG) under `path/<group>`. Rollouts
+        keep no state a resumed run needs (generation is seeded by step); under the async schedule the
+        schedule writes its queued batches beside this (schedule.pt, see AsyncSchedule)."""
         handles = [g.call("save_checkpoint", f"{path}/{g.name}", {"version": self.version})
                    for g in (self.actor, self.critic) if g is not None]
         for h in handles:

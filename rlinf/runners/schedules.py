@@ -113,7 +113,12 @@ class AsyncSchedule:
     run is then exact in what the schedule guarantees: every step trained exactly once (the loop
     checks each batch's step), staleness within the bound, no batch lost or duplicated.
     Stopping a run (max_steps reached, a failure) after a checkpoint loses at most the steps since
-    that checkpoint; batches queued at stop are counted as dropped (`unconsumed_at_stop`).
+    that checkpoint; batches queued at stop are counted as dropped (`unconsumed_at_stop`). Cost: the
+    save waits for up to s + 1 collections, and with checkpoints on (`runner.save_interval` > 0) the
+    controller keeps a reference to each queued batch (at most s + 1) until it is trained on.
+    A checkpoint resumed under the sync schedule ignores the queued batches (with a warning), as does
+    one resumed with a smaller max_staleness that a queued batch would exceed: the run then
+    generates from step k again, from the saved env state.
     """
 
     name = "async"
