@@ -168,6 +168,21 @@ class DeepSpeedActorWorker(ActorWorker):
         self.save_worker_state(path, extra)
         return path
 
+    def checkpoint_mismatch(self, path: str) -> Optional[str]:
+        """None when the DeepSpeed checkpoint at `path` holds this model's parameters (names and shapes,
+        from the `param_shapes` DeepSpeed records; nothing is loaded into the engine); else the first
+        difference. Optimizer partitions follow the parameters and are checked by DeepSpeed on load."""
+        from rlinf.utils.checkpoint_layout import first_mismatch
+
+        files = sorted((Path(path) / _CKPT_TAG).glob("*model_states.pt"))
+        if not files:
+            return f"{path} holds no DeepSpeed checkpoint (tag '{_CKPT_TAG}')"
+        saved = torch.load(files[0], map_location="cpu", weights_only=True)
+        found = {name: (tuple(shape), "") for group in saved["param_shapes"] for name, shape in group.items()}
+        expected = {name: (tuple(getattr(p, "ds_shape", p.shape)), "") for name, p in self.module.named_parameters()
+                    if p.requires_grad}
+        return first_mismatch(expected, found)
+
     def load_checkpoint(self, path: str) -> dict:
         if not Path(path).is_dir():
             raise FileNotFoundError(f"checkpoint directory {path} not found")
