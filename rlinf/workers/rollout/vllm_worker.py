@@ -167,7 +167,7 @@ class VLLMRolloutWorker(Worker):
 
         plan = make_plan(self._param_shapes, SourceLayout(dp_size), TargetLayout(self.world_size, 1))
         self.reshard = ReshardTarget(plan, self, peer_group, colocated, cfg.bucket_mb, cfg.pipeline_depth,
-                                     cfg.timeout_s, **({"staged": True} if staged else {}))
+                                     cfg.timeout_s, staged=staged)
         return self.reshard.handle()
 
     def recv_weights(self, version: int) -> int:
