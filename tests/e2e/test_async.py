@@ -77,7 +77,8 @@ def test_async_staleness_one_bounded_and_nothing_lost(cluster, tmp_path):
     schedule = summary["schedule"]
     assert schedule["name"] == "async" and schedule["bound"] == 1
     assert sum(schedule["staleness_histogram"].values()) == 6  # every consumed batch counted once
-    assert all(int(k) <= 1 for k in schedule["staleness_histogram"])
+    assert set(schedule["staleness_histogram"]) <= {"0", "1"}
+    assert schedule["staleness_histogram"].get("1", 0) >= 1  # the bound was reached, not merely respected
     _accounting(schedule, 6)
     # At the step-3 checkpoint (weights of version 3 published) the producer had made every batch that
     # version admits: steps 3 and 4; it continues at step 5.

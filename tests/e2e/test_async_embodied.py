@@ -93,7 +93,8 @@ def test_async_staleness_one_bounded_and_nothing_lost(cluster, tmp_path):
     schedule = summary["schedule"]
     assert schedule["name"] == "async" and schedule["bound"] == 1
     assert sum(schedule["staleness_histogram"].values()) == 5  # every consumed batch counted once
-    assert all(int(k) <= 1 for k in schedule["staleness_histogram"])
+    assert set(schedule["staleness_histogram"]) <= {"0", "1"}
+    assert schedule["staleness_histogram"].get("1", 0) >= 1  # the bound was reached, not merely respected
     assert summary["eval"]["final"]["num_episodes"] == 2
     # weights went through the engine, staged: sent at publish, switched between act calls
     trace = json.loads((tmp_path / "a1" / "timeline.json").read_text())["traceEvents"]
