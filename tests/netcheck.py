@@ -83,6 +83,9 @@ def _connect_host(ip: str) -> str:
     return "127.0.0.1" if ip in ("0.0.0.0", "::") else ip
 
 
+TRANSIENT = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "CANCELLED"}
+
+
 def _grpc_codes(host: str, port: int, token: Optional[str]) -> List[str]:
     import grpc
 
@@ -92,7 +95,7 @@ def _grpc_codes(host: str, port: int, token: Optional[str]) -> List[str]:
     with grpc.insecure_channel(target) as channel:
         for method in RAY_METHODS:
             try:
-                channel.unary_unary(method)(b"", timeout=5, metadata=meta)
+                channel.unary_unary(method)(b"", timeout=10, metadata=meta)
                 codes.append("OK")
             except grpc.RpcError as e:
                 codes.append(e.code().name)
@@ -112,14 +115,22 @@ def _http_status(host: str, port: int) -> Optional[int]:
 
 def refuses_without_token(ip: str, port: int, token: Optional[str] = None) -> str:
     """'grpc' or 'http' when the listener is a Ray service that refuses a client without the token (and,
-    for gRPC, accepts the same call with it); '' otherwise."""
+    for gRPC, accepts the same call with it); 'retry' when the answers were inconclusive (a server still
+    starting, a deadline missed on a loaded machine); otherwise a description of what it answered."""
     host = _connect_host(ip)
     without = _grpc_codes(host, port, None)
     if "UNAUTHENTICATED" in without:
         i = without.index("UNAUTHENTICATED")
         with_token = _grpc_codes(host, port, token or ray_token())
-        return "grpc" if with_token[i] != "UNAUTHENTICATED" else ""
-    return "http" if _http_status(host, port) == 401 else ""
+        if with_token[i] in TRANSIENT:
+            return "retry"
+        return "grpc" if with_token[i] != "UNAUTHENTICATED" else f"grpc refuses the token too: {with_token}"
+    http = _http_status(host, port)
+    if http == 401:
+        return "http"
+    if any(code in TRANSIENT for code in without):
+        return "retry"
+    return f"grpc {without}, http {http}"
 
 
 def env_without_token() -> Dict[str, str]:

@@ -103,10 +103,13 @@ def test_every_listening_socket_is_loopback_or_token_guarded(cluster):
         for pid, name, ip, port in sockets:
             if ip in netcheck.LOOPBACK:
                 continue
-            kind = netcheck.refuses_without_token(ip, port, token)
+            for _ in range(5):  # 'retry': inconclusive on a loaded machine, ask again
+                kind = netcheck.refuses_without_token(ip, port, token)
+                if kind != "retry":
+                    break
             guarded[(pid, port)] = kind
-            if not kind:
-                exposed.append((pid, name, ip, port))
+            if kind not in ("grpc", "http"):
+                exposed.append((pid, name, ip, port, kind))
         assert exposed == [], f"listening beyond loopback without Ray's token check: {exposed}"
         names = {name for _, name, _, _ in sockets}
         assert {"gcs_server", "raylet"} <= names and "grpc" in guarded.values()  # the check saw Ray's services
