@@ -167,22 +167,25 @@ class Runner:
         return summary
 
     def close(self) -> None:
-        """Collect timelines, stop every group (dead ranks are skipped), close the run directory."""
-        events = list(self.events)
-        for group in getattr(self.workflow, "groups", []):
-            try:
-                events += group.pop_events(timeout=10.0)
-            except (RuntimeError, TimeoutError) as e:
-                logger.warning("no timeline from %s: %s", group.name, e)
-            group.shutdown()
-        if self.run_dir is not None:
-            if self.cfg.runner.timeline:
-                self.run_dir.write_timeline(events)
-            if self.cfg.runner.plots:
-                self.run_dir.write_plots(events)
-            self.run_dir.close()
-        if self.cluster is not None:
-            self.cluster.shutdown()
+        """Collect timelines, stop every group (dead ranks are skipped), close the run directory; the
+        cluster's shutdown (which removes every file of the run) runs whatever fails before it."""
+        try:
+            events = list(self.events)
+            for group in getattr(self.workflow, "groups", []):
+                try:
+                    events += group.pop_events(timeout=10.0)
+                except (RuntimeError, TimeoutError) as e:
+                    logger.warning("no timeline from %s: %s", group.name, e)
+                group.shutdown()
+            if self.run_dir is not None:
+                if self.cfg.runner.timeline:
+                    self.run_dir.write_timeline(events)
+                if self.cfg.runner.plots:
+                    self.run_dir.write_plots(events)
+                self.run_dir.close()
+        finally:
+            if self.cluster is not None:
+                self.cluster.shutdown()
 
 
 def run(cfg: RLinfConfig, placement: Placement, config_name: str = "run", resume: Optional[str] = None) -> Dict:

@@ -281,6 +281,7 @@ class WorkerGroup:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
         self.actors = []
+        self.cluster.release_group_files(self.name)  # no destructor ran: the controller removes their files
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Tear down process groups and stop the actors; dead ranks are skipped."""

@@ -21,7 +21,6 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -98,7 +97,10 @@ class VLLMRolloutWorker(Worker):
         """The tiny Qwen2 built from config, saved as config.json + model.safetensors for vLLM to load."""
         from rlinf.models.causal_lm import build_causal_lm
 
-        self._model_dir = tempfile.mkdtemp(prefix=f"rlinf-vllm-{self.rank}-")
+        from rlinf.utils.runfiles import temp_dir
+
+        # Named with the run's prefix: the controller removes it even if this rank is SIGKILLed first.
+        self._model_dir = temp_dir("vllm", self.group_name, self.rank)
         model = build_causal_lm(self.model_cfg, self.vocab_size, seed=self.seed)
         model.save_pretrained(self._model_dir, safe_serialization=True)
         self._param_shapes = [(n, p.shape, p.dtype) for n, p in model.named_parameters()]
@@ -167,7 +169,7 @@ class VLLMRolloutWorker(Worker):
 
         plan = make_plan(self._param_shapes, SourceLayout(dp_size), TargetLayout(self.world_size, 1))
         self.reshard = ReshardTarget(plan, self, peer_group, colocated, cfg.bucket_mb, cfg.pipeline_depth,
-                                     cfg.timeout_s, staged=staged)
+                                     cfg.timeout_s, staged=staged, idle_timeout_s=cfg.idle_timeout_s)
         return self.reshard.handle()
 
     def recv_weights(self, version: int) -> int:
