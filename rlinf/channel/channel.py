@@ -384,7 +384,7 @@ class Channel:
         a helper thread so the caller is not held up. Nothing is lost, nothing delivered twice."""
         try:
             ray.cancel(ref)
-        except Exception as e:  # noqa: BLE001 - best effort; the answer is still checked below
+        except (ray.exceptions.RayError, ValueError) as e:  # best effort; the answer is still checked below
             logger.debug("channel '%s': cancel of a get failed: %s", self.name, e)
         threading.Thread(target=self._restore_answer, args=(ref, timeout), daemon=True,
                          name=f"rlinf-channel-recover-{self.name}").start()
@@ -392,7 +392,7 @@ class Channel:
     def _restore_answer(self, ref: ray.ObjectRef, timeout: float) -> None:
         try:
             status, envelopes = ray.get(ref, timeout=timeout + _CALL_MARGIN_S)
-        except Exception:  # noqa: BLE001 - cancelled, actor gone or no answer: nothing was handed out
+        except ray.exceptions.RayError:  # cancelled, actor gone or no answer: nothing was handed out
             return
         if status == _OK and envelopes:
             self._restore(envelopes)
@@ -404,7 +404,7 @@ class Channel:
     def _restore(self, envelopes: List[Envelope]) -> None:
         try:
             ray.get(self._actor.restore.remote(envelopes), timeout=_CALL_MARGIN_S)
-        except Exception as e:  # noqa: BLE001 - logged: these items are lost with the channel
+        except ray.exceptions.RayError as e:  # logged: these items are lost with the channel
             logger.warning("channel '%s': %d item(s) of a cancelled get could not be handed back: %s",
                            self.name, len(envelopes), e)
 

@@ -71,7 +71,7 @@ def check_spaces(env_id: str) -> None:
     check_env_id(env_id)
     try:
         env = gym.make(env_id, disable_env_checker=True)
-    except Exception as e:  # missing optional dependency (box2d, ale-py, ...), bad registration
+    except (gym.error.Error, ImportError, OSError) as e:  # missing optional dependency (box2d, ale-py...), bad id
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise InputError(f"gymnasium cannot build '{env_id}': {type(e).__name__}: {first}", key="env.id") from None
     try:
