@@ -33,7 +33,14 @@ def test_dynamic_sampling_run(cluster, tmp_path, config, extra):
         assert 1 <= r["dynamic_sampling/rounds"] <= 3
         assert r["dynamic_sampling/kept_groups"] + r["dynamic_sampling/padded_groups"] == 4
         assert r["dynamic_sampling/generated_groups"] >= 4
-        assert 0.0 <= r["dynamic_sampling/dropped_fraction"] <= 1.0
+        # every generated group is accounted for, and the dropped fraction is the no-signal share of them
+        assert r["dynamic_sampling/generated_groups"] == (r["dynamic_sampling/kept_groups"]
+                                                          + r["dynamic_sampling/surplus_groups"]
+                                                          + r["dynamic_sampling/no_signal_groups"])
+        assert r["dynamic_sampling/dropped_fraction"] == pytest.approx(
+            r["dynamic_sampling/no_signal_groups"] / r["dynamic_sampling/generated_groups"])
+        assert r["dropped/surplus_groups"] == r["dynamic_sampling/surplus_groups"]
+        assert r["dynamic_sampling/padded_groups"] <= r["dynamic_sampling/no_signal_groups"]
         if r["dynamic_sampling/rounds"] < 3:  # stopped early: the batch filled with signal
             assert r["dynamic_sampling/kept_groups"] == 4
     if config == "configs/grpo_arith.yaml":  # seeded: the untrained model's flat groups force refills

@@ -35,7 +35,8 @@ def test_tiny_disaggregated_run_writes_complete_run_directory(cluster, tmp_path)
     for phase in ("start", "final"):
         ev = summary["eval"][phase]
         assert ev["num_episodes"] == 3 and 1 <= ev["return"] <= 40 and ev["length"] == ev["return"]
-    assert summary["throughput"]["samples_per_s"] > 0
+    tp = summary["throughput"]  # the first (warm-up) step is left out: steps 2 and 3, 64 samples each
+    assert tp["samples_per_s"] * tp["train_time_s"] == pytest.approx(2 * 4 * 16)
     assert json.loads((out / "summary.json").read_text())["eval"]["final"] == summary["eval"]["final"]
     train = [r for r in _rows(out) if "actor/pg_loss" in r]
     assert [r["step"] for r in train] == [1, 2, 3]
@@ -51,15 +52,60 @@ def test_tiny_disaggregated_run_writes_complete_run_directory(cluster, tmp_path)
         e["name"] for e in trace if e["ph"] == "X"}
 
 
-@pytest.mark.timeout(240)
+def _overlap(trace, inner, outer):
+    """Fraction of the time of `inner` (group, phase) events inside the controller's `collect` phases that
+    `outer` (group, phase) events of any rank cover."""
+    groups = {e["pid"]: e["args"]["name"] for e in trace if e["ph"] == "M"}
+    spans = lambda group, name: [(e["ts"], e["ts"] + e["dur"]) for e in trace
+                                 if e["ph"] == "X" and groups[e["pid"]] == group and e["name"] == name]
+    collects = spans("controller", "collect")
+    inside = [s for s in spans(*inner) if any(a <= s[0] and s[1] <= b for a, b in collects)]
+    covers = sorted(spans(*outer))
+    merged = []  # union of the covering intervals
+    for a, b in covers:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    covered = sum(max(0.0, min(b, d) - max(a, c)) for a, b in inside for c, d in merged)
+    return covered / sum(b - a for a, b in inside), len(inside)
+
+
+@pytest.mark.timeout(300)
 def test_tiny_hybrid_pipelined_run(cluster, tmp_path):
-    summary, placement, out = _run(tmp_path, *TINY, "runner.max_steps=2", "cluster.num_devices=2",
-                                   "cluster.component_placement={actor: 0-1, rollout: 0-1, env: 0-1}",
-                                   "rollout.pipeline_stages=2")
+    """Env and rollout share both devices; an env step takes a known time (tests/e2e/timed_env.py: 10 ms per
+    env, 20 ms per stage of 2 envs). With k = 2 pipeline stages the rollout infers on one stage while the
+    envs step the other: most of its inference time is covered by env stepping (k = 1: none, it waits for
+    every step). The stages do not change what is collected: k = 2 logs the same batches as k = 1."""
+    from tests.e2e.timed_env import timed
+
+    runs = {}
+    for k in (1, 2):
+        out = tmp_path / f"k{k}"
+        cfg = timed(load_config(CONFIG, [f"runner.output_dir={out}", *TINY, "runner.max_steps=2", "cluster.num_devices=2",
+                                         "cluster.component_placement={actor: 0, rollout: 0-1, env: 0-1}",
+                                         f"rollout.pipeline_stages={k}", "actor.global_batch_size=128",
+                                         "runner.plots=false", "runner.tensorboard=false"]))
+        placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
+                                    cfg.rollout.pipeline_stages, components_for(cfg))
+        summary = run(cfg, placement, "ppo_cartpole_mlp")
+        trace = json.loads((out / "timeline.json").read_text())["traceEvents"]
+        runs[k] = (placement, summary, _rows(out), _overlap(trace, ("rollout", "act"), ("env", "step")))
+    placement, summary, rows, (overlap, acts) = runs[2]
     assert placement.mode == "hybrid"
-    train = [r for r in _rows(out) if "actor/pg_loss" in r]
+    train = [r for r in rows if "actor/pg_loss" in r]
     assert [r["samples"] for r in train] == [2 * 4 * 16] * 2  # 2 env ranks x 4 envs x 16 steps
     assert summary["eval"]["final"]["num_episodes"] == 3
+    assert acts == 2 * 2 * 2 * (16 + 1)  # steps x rollout ranks x stages x (16 decisions + bootstrap values)
+    assert overlap >= 0.5, overlap
+    assert runs[1][3][0] < 0.05, runs[1][3]
+    # the same batches: every env-side metric of both steps, and the updates they lead to
+    same = lambda r: {k: v for k, v in r.items() if k.startswith("env/") or k in ("step", "samples", "weights/version")}
+    assert [same(r) for r in rows] == [same(r) for r in runs[1][2]]
+    assert all(r["env/episodes"] > 0 for r in train)
+    for r1, r2 in zip(runs[1][2], rows):
+        for key in (k for k in r1 if k.startswith("actor/") and not k.endswith("_time_s")):
+            assert r2[key] == pytest.approx(r1[key], rel=1e-4, abs=1e-6), key
 
 
 @pytest.mark.timeout(240)
