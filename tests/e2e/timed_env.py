@@ -3,7 +3,8 @@
 Importing this module registers `ENV_ID` with gymnasium. Env workers are separate processes, so a test
 hands them the config through `timed(cfg)`: it swaps `cfg.env` for a `TimedEnvConfig`, which pickles
 by reference to this module, so unpickling it in a worker imports the module and registers the env
-there before the worker builds its envs.
+there before the worker builds its envs. (Ray workers of a local cluster find `tests` through the driver's
+working directory, the repository root pytest runs from.)
 """
 
 import dataclasses
