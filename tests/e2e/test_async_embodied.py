@@ -83,13 +83,13 @@ def test_async_staleness_one_bounded_and_nothing_lost(cluster, tmp_path):
     assert sorted(rows) == [1, 2, 3, 4, 5]  # one batch consumed per step, none dropped
     assert [r["weights/version"] for r in rows.values()] == [1, 2, 3, 4, 5]
     assert all(r["samples"] == 4 * 16 for r in rows.values())
-    assert all(0 <= r["staleness/max"] <= 1 and r["staleness/channel"] <= 1 for r in rows.values())
+    assert all(r["staleness/max"] in (0, 1) and r["staleness/channel"] in (0, 1) for r in rows.values())
     for r in rows.values():  # truncated IS behaviour -> proximal
         assert 0 < r["offpolicy/is_ratio_min"] <= r["offpolicy/is_ratio_mean"] <= r["offpolicy/is_ratio_max"]
-        assert 0 <= r["offpolicy/is_clipped_frac"] <= 1 and 0 <= r["actor/clipfrac"] <= 1
-    # a fresh batch (staleness 0) has proximal == behaviour up to float error
+    # a fresh batch (staleness 0) has proximal == behaviour up to float error: nothing reaches the cap
     fresh = [r for r in rows.values() if r["staleness/max"] == 0]
     assert fresh and all(abs(r["offpolicy/is_ratio_mean"] - 1) < 1e-4 for r in fresh)
+    assert all(r["offpolicy/is_clipped_frac"] == 0 for r in fresh)
     schedule = summary["schedule"]
     assert schedule["name"] == "async" and schedule["bound"] == 1
     assert sum(schedule["staleness_histogram"].values()) == 5  # every consumed batch counted once
@@ -110,6 +110,6 @@ def test_async_staleness_one_bounded_and_nothing_lost(cluster, tmp_path):
     assert sorted(resumed) == [1, 2, 3, 4, 5]
     _same(rows, resumed, (3, 4))  # the saved batches, trained from the same state: bit-identical
     assert [r["weights/version"] for r in resumed.values()] == [1, 2, 3, 4, 5]
-    assert all(0 <= r["staleness/max"] <= 1 and r["staleness/channel"] <= 1 for r in resumed.values())
+    assert all(r["staleness/max"] in (0, 1) and r["staleness/channel"] in (0, 1) for r in resumed.values())
     assert summary["schedule"]["restored"] == 2
     _accounting(summary["schedule"], 3)
