@@ -99,28 +99,44 @@ WORKER_INPUT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("args,fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input(tmp_path, args, fragment):
-    _check_bad_input(tmp_path, args, fragment)
+# Cases run through a real `python -m rlinf.run` process (the command line end to end); the rest call
+# its `main()` in this process, which is the same code path without an interpreter start per case.
+THROUGH_SUBPROCESS = {"missing-config", "unreachable-cluster", "typo-key", "resume-no-checkpoint"}
+
+
+@pytest.mark.parametrize("args,fragment,subprocess_", [(*c[1:], c[0] in THROUGH_SUBPROCESS) for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_bad_input(tmp_path, capsys, args, fragment, subprocess_):
+    _check_bad_input(tmp_path, capsys, args, fragment, subprocess_)
 
 
 @pytest.mark.parametrize("args,fragment", WORKER_INPUT_CASES)
-def test_bad_worker_input_found_before_workers(tmp_path, args, fragment):
-    r = _check_bad_input(tmp_path, args, fragment)
-    assert "rlinf.scheduler.cluster" not in r.stderr  # no cluster was started
+def test_bad_worker_input_found_before_workers(tmp_path, capsys, monkeypatch, args, fragment):
+    from rlinf.scheduler import cluster
+
+    def no_cluster(*_args, **_kwargs):
+        raise AssertionError("a cluster was started: the bad input was not found before the workers")
+
+    monkeypatch.setattr(cluster.Cluster, "__init__", no_cluster)
+    _check_bad_input(tmp_path, capsys, args, fragment, subprocess_=False)
 
 
-def _check_bad_input(tmp_path, args, fragment):
+def _check_bad_input(tmp_path, capsys, args, fragment, subprocess_):
     _files(tmp_path)
     out = tmp_path / "run_out"
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args] + [f"runner.output_dir={out}"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "rlinf.run", *argv], capture_output=True, text=True, cwd=ROOT,
-                       env=env, timeout=100)
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("rlinf:")]
-    assert r.returncode == 2, r.stderr[-2000:]
-    assert "Traceback" not in r.stderr
+    if subprocess_:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        r = subprocess.run([sys.executable, "-m", "rlinf.run", *argv], capture_output=True, text=True, cwd=ROOT,
+                           env=env, timeout=100)
+        code, stderr = r.returncode, r.stderr
+    else:
+        from rlinf.run import main
+
+        code, stderr = main(argv), capsys.readouterr().err
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("rlinf:")]
+    assert code == 2, stderr[-2000:]
+    assert "Traceback" not in stderr
     fragments = (fragment,) if isinstance(fragment, str) else fragment
-    assert len(lines) == 1 and all(f in lines[0] for f in fragments), r.stderr[-2000:]
+    assert len(lines) == 1 and all(f in lines[0] for f in fragments), stderr[-2000:]
     assert not out.exists()
-    return r
