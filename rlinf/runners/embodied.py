@@ -151,11 +151,14 @@ class EmbodiedWorkflow(WeightSyncMixin):
         self.groups.append(self.env)
         spec = self.env.call("spec").wait()[0]
         self.actor = WorkerGroup(cluster, EmbodiedActorWorker, "actor", devices["actor"],
-                                 args=(cfg.actor, cfg.algorithm, spec, cfg.runner.seed, cfg.runner.max_steps))
+                                 args=(cfg.actor, cfg.algorithm, spec, cfg.runner.seed, cfg.runner.max_steps),
+                                 wait_ready=False)
         self.groups.append(self.actor)
         self.rollout = WorkerGroup(cluster, PolicyRolloutWorker, "rollout", devices["rollout"],
-                                   args=(cfg.actor.model, spec, cfg.runner.seed), init_dist=False)
+                                   args=(cfg.actor.model, spec, cfg.runner.seed), init_dist=False, wait_ready=False)
         self.groups.append(self.rollout)
+        for group in (self.actor, self.rollout):  # launched side by side, then waited for
+            group.ready()
         self.weights = WeightSync(self.actor, self.rollout, self.phase)
         n_params = self.actor.call("setup").wait()[0]
         if cfg.reshard.transport != "object_store":  # auto and engine: the resharding engine

@@ -69,25 +69,29 @@ class ReasoningWorkflow(WeightSyncMixin):
         actor_cls = ActorWorker
         if cfg.actor.backend == "deepspeed":
             from rlinf.workers.actor.deepspeed_actor import DeepSpeedActorWorker as actor_cls
+        # Every group is launched before any is waited for: their processes start side by side.
         self.actor = WorkerGroup(cluster, actor_cls, "actor", devices["actor"],
-                                 args=(cfg.actor, cfg.algorithm, vocab, cfg.runner.seed, cfg.rollout))
+                                 args=(cfg.actor, cfg.algorithm, vocab, cfg.runner.seed, cfg.rollout), wait_ready=False)
         self.groups.append(self.actor)
         rollout_cls = RolloutWorker
         if cfg.rollout.engine == "vllm":
             from rlinf.workers.rollout.vllm_worker import VLLMRolloutWorker as rollout_cls
         self.rollout = WorkerGroup(cluster, rollout_cls, "rollout", devices["rollout"],
                                    args=(cfg.rollout, cfg.actor.model, vocab, tok.eos_token_id, tok.pad_token_id,
-                                         cfg.runner.seed), init_dist=False)
+                                         cfg.runner.seed), init_dist=False, wait_ready=False)
         self.groups.append(self.rollout)
-        self.weights = WeightSync(self.actor, self.rollout, self.phase)
         self.reward = WorkerGroup(cluster, RewardWorker, "reward", devices["reward"], args=(cfg.reward,),
-                                  init_dist=False)
+                                  init_dist=False, wait_ready=False)
         self.groups.append(self.reward)
         self.critic = None
         if cfg.critic.enabled:
             self.critic = WorkerGroup(cluster, CriticWorker, "critic", devices["critic"],
-                                      args=(cfg.critic, cfg.algorithm, vocab, cfg.runner.seed))
+                                      args=(cfg.critic, cfg.algorithm, vocab, cfg.runner.seed), wait_ready=False)
             self.groups.append(self.critic)
+        for group in self.groups:
+            group.ready()
+        self.weights = WeightSync(self.actor, self.rollout, self.phase)
+        if self.critic is not None:
             critic_setup = self.critic.call("setup")
         n_params = self.actor.call("setup").wait()[0]
         if self.critic is not None:

@@ -179,7 +179,9 @@ class WorkerGroup:
     """N Ray actors of `worker_cls`, rank i on `devices[i]`, with one torch.distributed group."""
 
     def __init__(self, cluster: Cluster, worker_cls: type, name: str, devices: Sequence[int],
-                 args: tuple = (), kwargs: Optional[dict] = None, init_dist: bool = True):
+                 args: tuple = (), kwargs: Optional[dict] = None, init_dist: bool = True, wait_ready: bool = True):
+        """Start the ranks. With `wait_ready=False` this returns once they are launched, so several
+        groups start side by side; call `ready()` on each before using it."""
         if not issubclass(worker_cls, Worker):
             raise TypeError(f"{worker_cls.__name__} must subclass rlinf.scheduler.Worker")
         self.cluster, self.name, self.devices = cluster, name, list(devices)
@@ -193,12 +195,22 @@ class WorkerGroup:
             opts = cluster.actor_options(dev, name=f"{name}:{rank}:{id(self)}", env=env)
             opts["max_concurrency"] = getattr(worker_cls, "max_concurrency", 1)
             self.actors.append(remote_cls.options(**opts).remote(*args, **(kwargs or {})))
-        # Construction errors (a raising __init__) surface here, naming the rank.
-        ping = self._call_raw("_rlinf_ping", list(range(self.size)), [()] * self.size)
-        ping.method = f"__init__ of {worker_cls.__name__}"
-        ping.wait(self.timeout)
-        if init_dist:
-            self._init_dist()
+        self._pending_ping: Optional[_UntimedHandle] = self._call_raw("_rlinf_ping", list(range(self.size)),
+                                                                      [()] * self.size)
+        self._pending_ping.method = f"__init__ of {worker_cls.__name__}"
+        self._pending_init_dist = init_dist
+        if wait_ready:
+            self.ready()
+
+    def ready(self) -> "WorkerGroup":
+        """Wait until every rank is constructed (a raising __init__ surfaces here, naming the rank) and,
+        when asked for, the group's process group exists. Idempotent."""
+        if self._pending_ping is not None:
+            ping, self._pending_ping = self._pending_ping, None
+            ping.wait(self.timeout)
+            if self._pending_init_dist:
+                self._init_dist()
+        return self
 
     @property
     def size(self) -> int:
