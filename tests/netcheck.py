@@ -135,3 +135,16 @@ def refuses_without_token(ip: str, port: int, token: Optional[str] = None) -> st
 
 def env_without_token() -> Dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+
+
+AUTOSCALER_METRICS_PORT = 44217
+
+
+def is_ray_autoscaler_metrics(pid: int, port: int) -> bool:
+    """The one listener of a run that is neither loopback nor token-guarded: Ray's autoscaler monitor's
+    read-only Prometheus endpoint (docs/security.md says why it stays and what it exposes)."""
+    try:
+        cmdline = " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return False
+    return port == AUTOSCALER_METRICS_PORT and "autoscaler/_private/monitor.py" in cmdline

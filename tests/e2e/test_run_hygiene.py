@@ -44,7 +44,7 @@ def _steps(out: Path):
 def test_run_with_a_killed_rank_leaves_nothing_behind(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "rlinf.run", "--config", "configs/grpo_arith.yaml", "cluster.num_devices=2",
-           "runner.max_steps=3", "runner.max_restarts=1", "runner.eval_interval=0", "runner.log_interval=1",
+           "runner.max_steps=30", "runner.max_restarts=1", "runner.eval_interval=0", "runner.log_interval=1",
            "runner.save_interval=0", "runner.progress_bar=false", "runner.plots=false", "runner.tensorboard=false",
            "data.batch_size=4", "algorithm.group_size=4", "data.eval_size=4", f"runner.output_dir={out}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -83,6 +83,9 @@ def test_run_with_a_killed_rank_leaves_nothing_behind(tmp_path):
                 if ip in netcheck.LOOPBACK:
                     checked[key] = "loopback"
                     continue
+                if netcheck.is_ray_autoscaler_metrics(pid, port):  # read-only, documented in docs/security.md
+                    checked[key] = "documented"
+                    continue
                 kind = netcheck.refuses_without_token(ip, port, token)
                 if kind not in ("grpc", "http") and key not in {(p, i, o) for p, _, i, o in netcheck.listening([pid])}:
                     continue  # closed while we probed (a process shutting down): look again if it reopens
@@ -103,7 +106,7 @@ def test_run_with_a_killed_rank_leaves_nothing_behind(tmp_path):
     assert proc.returncode == 0, output[-4000:]
     assert killed is not None, "the test did not manage to kill a rollout rank"
     assert "restarting worker groups (1/1)" in output, output[-4000:]
-    assert max(_steps(out)) == 3
+    assert max(_steps(out)) == 30
 
     exposed = {k: v for k, v in checked.items() if v.startswith("exposed")}
     assert exposed == {}, f"listening beyond loopback without Ray's token check: {exposed}"
