@@ -30,7 +30,11 @@ def _run(tmp_path, name, *overrides, resume=None):
     return summary, [r for r in rows if "actor/pg_loss" in r]
 
 
-@pytest.mark.parametrize("stage,transport", [(2, "auto"), (3, "object_store"), (3, "auto"), (1, "object_store")])
+# ZeRO-2 through the resharding engine runs in `make test`; the other stages and transports (same code
+# paths, other DeepSpeed partitioning) in `make test-slow`.
+@pytest.mark.parametrize("stage,transport", [(2, "auto"), pytest.param(3, "object_store", marks=pytest.mark.extended),
+                                             pytest.param(3, "auto", marks=pytest.mark.extended),
+                                             pytest.param(1, "object_store", marks=pytest.mark.extended)])
 def test_deepspeed_grpo_run_trains_and_syncs_weights(cluster, tmp_path, stage, transport):
     summary, train = _run(tmp_path, f"ds{stage}", "actor.backend=deepspeed", f"actor.zero_stage={stage}",
                           f"reshard.transport={transport}")

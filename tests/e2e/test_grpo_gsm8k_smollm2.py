@@ -19,15 +19,15 @@ pytestmark = [
 ]
 
 
-def test_grpo_gsm8k_smollm2_two_steps(cluster, tmp_path):
+def test_grpo_gsm8k_smollm2_one_step(cluster, tmp_path):
     cfg = load_config("configs/grpo_gsm8k_smollm2.yaml", [
-        "runner.max_steps=2", "data.eval_size=2", "rollout.max_new_tokens=48",
+        "runner.max_steps=1", "data.eval_size=2", "rollout.max_new_tokens=32",
         f"runner.output_dir={tmp_path / 'run'}", "runner.progress_bar=false"])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
                                 cfg.rollout.pipeline_stages, components_for(cfg))
     summary = run(cfg, placement, "grpo_gsm8k_smollm2")
     out = tmp_path / "run"
-    assert json.loads((out / "summary.json").read_text())["steps"] == 2
+    assert json.loads((out / "summary.json").read_text())["steps"] == 1
     assert (out / "config.yaml").is_file() and (out / "timeline.json").is_file()
     assert set(summary["eval"]) == {"start", "final"}
     final = summary["eval"]["final"]
@@ -35,8 +35,8 @@ def test_grpo_gsm8k_smollm2_two_steps(cluster, tmp_path):
     assert final["num_samples"] == 2 and final["reward"] == final["accuracy"] and final["accuracy"] * 2 in (0, 1, 2)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "actor/pg_loss" in r]
-    assert [r["step"] for r in train_rows] == [1, 2]
+    assert [r["step"] for r in train_rows] == [1]
     for r in train_rows:
         assert r["reward/mean"] == r["reward/accuracy"] and r["reward/accuracy"] * 4 in (0, 1, 2, 3, 4)
-        assert 0 < r["response/length"] <= 48
+        assert 0 < r["response/length"] <= 32
         assert r["samples"] == 4
