@@ -2,6 +2,7 @@
 as an uninterrupted run with the same seed."""
 
 import json
+import shutil
 
 import pytest
 
@@ -55,15 +56,23 @@ def _snapshot(directory):
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+@pytest.fixture(scope="module")
+def four_step_run(cluster, tmp_path_factory):
+    """A 4-step run with checkpoints at steps 3 and 4 (a run saves at save_interval and at its end),
+    shared by the resume tests below; a test that changes it works on a copy."""
+    out = tmp_path_factory.mktemp("resume") / "run"
+    _run(out, 4)
+    return out
+
+
 @pytest.mark.parametrize("override, named", [
     ("actor.model.hidden_size=32", "tensor 'model."),         # another shape: the first differing tensor
     ("critic.enabled=true", "group 'critic'"),                  # a component the checkpoint does not hold
 ])
-def test_resume_with_unfit_checkpoint_exits_2_and_changes_nothing(cluster, tmp_path, capsys, override, named):
+def test_resume_with_unfit_checkpoint_exits_2_and_changes_nothing(four_step_run, capsys, override, named):
     from rlinf.run import main
 
-    out = tmp_path / "run"
-    _run(out, 3)
+    out = four_step_run
     before = _snapshot(out)
     code = main(["--config", "configs/grpo_arith.yaml", "--resume", str(out), *COMMON, "runner.max_steps=6",
                  f"runner.output_dir={out}", override])
@@ -73,12 +82,12 @@ def test_resume_with_unfit_checkpoint_exits_2_and_changes_nothing(cluster, tmp_p
     assert _snapshot(out) == before  # byte-identical: config.yaml, metrics.jsonl, checkpoints, events
 
 
-def test_valid_resume_keeps_history(cluster, tmp_path):
+def test_valid_resume_keeps_history(four_step_run, tmp_path):
     out = tmp_path / "run"
-    _run(out, 4)  # checkpoint at step 3, metric rows up to step 4
+    shutil.copytree(four_step_run, out)
     original_config = (out / "config.yaml").read_bytes()
     rows_before = [json.loads(line) for line in open(out / "metrics.jsonl")]
-    _run(out, 5, resume=str(out / "checkpoints" / "step_000003"))  # runs save at 3 and at their end
+    _run(out, 5, resume=str(out / "checkpoints" / "step_000003"))
     assert (out / "config.yaml").read_bytes() == original_config
     assert "max_steps: 5" in (out / "config.from-step-3.yaml").read_text()
     set_aside = [json.loads(line) for line in open(out / "metrics.after-step-3.jsonl")]
