@@ -156,9 +156,14 @@ CASES = [
     ("embodied_sync", "actor", 1),
     ("embodied_async", "env", 0),
 ]
+# Every group, both schedules and both workflows stay in `make test`; the embodied rollout kill repeats
+# the reasoning one through the same restart path and runs in `make test-slow`.
+EXTENDED = {("embodied_sync", "rollout")}
 
 
-@pytest.mark.parametrize("name, group, rank", CASES, ids=[f"{n}-{g}" for n, g, _ in CASES])
+@pytest.mark.parametrize("name, group, rank", [
+    pytest.param(*c, marks=[pytest.mark.extended] if c[:2] in EXTENDED else []) for c in CASES],
+    ids=[f"{n}-{g}" for n, g, _ in CASES])
 def test_killed_rank_restarts_from_newest_checkpoint_and_run_completes(cluster, reference, tmp_path, name, group,
                                                                        rank):
     out = tmp_path / "run"
