@@ -72,17 +72,16 @@ class StalenessManager:
 
     def drop_in_flight(self) -> int:
         """Forget every in-flight admission (their producers will never put); returns how many."""
-        with self._lock:
-            dropped = sum(self._in_flight.values())
-            self._in_flight.clear()
-            self._admitted -= dropped
-            return dropped
+        return self._forget(self._in_flight)
 
     def drop_ready(self) -> int:
         """Forget every ready sample (the channel discards them unconsumed); returns how many."""
+        return self._forget(self._ready)
+
+    def _forget(self, counts: Dict[int, int]) -> int:
         with self._lock:
-            dropped = sum(self._ready.values())
-            self._ready.clear()
+            dropped = sum(counts.values())
+            counts.clear()
             self._admitted -= dropped
             return dropped
 

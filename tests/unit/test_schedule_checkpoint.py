@@ -84,12 +84,17 @@ def test_save_then_resume_continues_the_stream(local_channel, tmp_path, s):
     _accounting(resumed.summary, n - k)
 
 
-def test_resume_with_tighter_bound_regenerates(local_channel, tmp_path, caplog):
-    wf, sched = _CkptWorkflow(), AsyncSchedule(max_staleness=2, timeout_s=30)
-    sched.start(wf, 0, 6)
-    _train(sched, wf, range(2))
-    sched.save_checkpoint(wf, str(tmp_path))
+def _checkpoint_after(path, max_staleness: int, max_steps: int, trained: int) -> None:
+    """An async run of `max_steps` that trains `trained` steps, checkpoints into `path` and stops."""
+    wf, sched = _CkptWorkflow(), AsyncSchedule(max_staleness=max_staleness, timeout_s=30)
+    sched.start(wf, 0, max_steps)
+    _train(sched, wf, range(trained))
+    sched.save_checkpoint(wf, str(path))
     sched.stop(wf)
+
+
+def test_resume_with_tighter_bound_regenerates(local_channel, tmp_path, caplog):
+    _checkpoint_after(tmp_path, max_staleness=2, max_steps=6, trained=2)
     wf2, resumed = _CkptWorkflow(), AsyncSchedule(max_staleness=0, timeout_s=30)
     wf2.version = 2
     resumed.load_checkpoint(str(tmp_path), 2)
@@ -101,21 +106,13 @@ def test_resume_with_tighter_bound_regenerates(local_channel, tmp_path, caplog):
 
 
 def test_checkpoint_of_another_step_is_input_error(local_channel, tmp_path):
-    wf, sched = _CkptWorkflow(), AsyncSchedule(max_staleness=1, timeout_s=30)
-    sched.start(wf, 0, 4)
-    _train(sched, wf, range(1))
-    sched.save_checkpoint(wf, str(tmp_path))
-    sched.stop(wf)
+    _checkpoint_after(tmp_path, max_staleness=1, max_steps=4, trained=1)
     with pytest.raises(InputError, match="saved at step 1"):
         AsyncSchedule(max_staleness=1, timeout_s=30).load_checkpoint(str(tmp_path), 2)
 
 
 def test_sync_schedule_ignores_queued_batches_with_a_warning(local_channel, tmp_path, caplog):
-    wf, sched = _CkptWorkflow(), AsyncSchedule(max_staleness=1, timeout_s=30)
-    sched.start(wf, 0, 4)
-    _train(sched, wf, range(1))
-    sched.save_checkpoint(wf, str(tmp_path))
-    sched.stop(wf)
+    _checkpoint_after(tmp_path, max_staleness=1, max_steps=4, trained=1)
     SyncSchedule().load_checkpoint(str(tmp_path), 1)
     assert "not used" in caplog.text
 
