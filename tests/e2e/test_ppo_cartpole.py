@@ -127,10 +127,12 @@ def test_recipe_solves_cartpole_on_heldout_seeds(cluster, tmp_path):
     """The recipe as shipped (colocated on one device) stops once a greedy evaluation reaches 475 of 500
     (or ends after 150 updates). That evaluation chose the stopping point, so it is not the measure: the
     stopped policy is evaluated again with `rlinf.eval` on 20 episodes whose reset seeds are disjoint from
-    every training and periodic-evaluation seed, and must beat the start evaluation by >= 300."""
+    every training and periodic-evaluation seed: its mean return must reach 450 and beat the start
+    evaluation by >= 150."""
     from rlinf.eval import main as eval_main
 
-    summary, placement, out = _run(tmp_path, "runner.progress_bar=false")
+    # save_interval: the recipe keeps no checkpoint; this one saves the stopping (or last) step only
+    summary, placement, out = _run(tmp_path, "runner.progress_bar=false", "runner.save_interval=1000")
     assert placement.mode == "colocated"
     heldout = tmp_path / "heldout"
     code = eval_main(["--config", CONFIG, "--checkpoint", str(out), f"eval.output_dir={heldout}",
@@ -138,4 +140,6 @@ def test_recipe_solves_cartpole_on_heldout_seeds(cluster, tmp_path):
     assert code == 0
     final = json.loads((heldout / "eval_summary.json").read_text())["overall"]
     assert final["num_episodes"] == 20
-    assert final["mean_return"] - summary["eval"]["start"]["return"] >= 300, (summary["eval"], final)
+    # measured (seed 1): start 234.6 (a random MLP's greedy policy already balances a while), held-out 499.3
+    assert final["mean_return"] >= 450 and final["mean_return"] - summary["eval"]["start"]["return"] >= 150, (
+        summary["eval"], final)
