@@ -342,18 +342,18 @@ class EmbodiedWorkflow(WeightSyncMixin):
                              f"{want.num_layers} x {want.hidden_size}", key=str(path))
 
     def checkpoint_mismatch(self, path: str) -> Optional[str]:
-        """None when the actor's tensors and optimizer state in the checkpoint fit this config's policy."""
-        self.check_checkpoint(path)
+        """None when the checkpoint's policy spec, tensors and optimizer state fit this config's policy
+        (`check_checkpoint`, the controller-side part, has run before the workers started)."""
+        meta = json.loads((Path(path) / "actor" / "meta.json").read_text())
+        expected = self.actor.call("model_spec", ranks=[0]).wait()[0]
+        if meta["model"] != expected:
+            return (f"checkpoint holds a {_spec_text(meta['model'])} policy, this config builds a "
+                    f"{_spec_text(expected)} one")
         return self.actor.call("checkpoint_mismatch", f"{path}/actor", ranks=[0]).wait()[0]
 
     def load_checkpoint(self, path: str, step: int) -> None:
+        """Load a checkpoint `checkpoint_mismatch` accepted."""
         src = Path(path)
-        self.check_checkpoint(path)
-        meta = json.loads((src / "actor" / "meta.json").read_text())
-        expected = self.actor.call("model_spec", ranks=[0]).wait()[0]
-        if meta["model"] != expected:
-            raise InputError(f"checkpoint holds a {_spec_text(meta['model'])} policy, this config builds a "
-                             f"{_spec_text(expected)} one", key=str(path))
         self.actor.call("load_checkpoint", str(src / "actor")).wait()
         self.version = step
         self.weights.reset()
