@@ -20,6 +20,7 @@ the client's own `ray.get` waits a margin longer, then raises `ChannelTimeout`.
 import asyncio
 import logging
 import threading
+import time
 from typing import Any, Callable, Hashable, List, NamedTuple, Optional, Sequence, Tuple
 
 import ray
@@ -33,6 +34,7 @@ NAMESPACE = "rlinf"
 DEFAULT_TIMEOUT_S = 600.0
 ACTOR_PREFIX = "rlinf.channel."
 _CALL_MARGIN_S = 30.0  # the client's ray.get outlives the actor-side timeout by this much
+_KILL_WAIT_S = 10.0  # how long destroy waits for a killed channel actor to stop answering
 _MAX_CONCURRENCY = 4096  # blocked waiters the actor can hold at once
 _INLINE_MAX_LEN = 1024  # str/bytes up to this length are sent inline, not via the object store
 _INLINE_TYPES = (bool, int, float, complex, type(None))
@@ -251,6 +253,7 @@ class Channel:
             if dropped:
                 logger.warning("channel '%s': %d queued item(s) dropped at destroy (%s)", self.name, dropped, reason)
         ray.kill(self._actor, no_restart=True)
+        self._wait_gone()
         return final
 
     # ---- producer side --------------------------------------------------------------------------
@@ -363,6 +366,20 @@ class Channel:
         return self._call(self._actor.stats.remote(), 0.0, "stats")
 
     # ---- internals ------------------------------------------------------------------------------
+    def _wait_gone(self) -> None:
+        """`ray.kill` returns before the actor is dead, and calls already on their way may still be
+        answered; wait (bounded) until it no longer answers, so every later call is ChannelGone."""
+        deadline = time.monotonic() + _KILL_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                ray.get(self._actor.qsize.remote(), timeout=1.0)
+            except RayActorError:
+                return
+            except GetTimeoutError:
+                continue
+            time.sleep(0.02)
+        logger.warning("channel '%s': the actor still answered %g s after it was killed", self.name, _KILL_WAIT_S)
+
     def _timeout(self, timeout: Optional[float]) -> float:
         if timeout is None:
             return self.default_timeout
