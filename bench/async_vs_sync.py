@@ -19,8 +19,8 @@ from pathlib import Path
 
 from rlinf.config import load_config
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.run import run_training
 
 WARMUP = 3
 # workload: (config, default steps, --quick steps, reward curve metric, final eval metric, sync-only overrides)
@@ -38,7 +38,7 @@ def _run(workload: str, out: Path, steps: int, overrides, extra=()):
         f"runner.max_steps={steps}", f"runner.output_dir={out}", "runner.progress_bar=false", "runner.log_interval=1",
         "runner.eval_interval=0", "runner.plots=false", *extra, *overrides])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, 1, components_for(cfg))
-    summary = run(cfg, placement, out.name)
+    summary = run_training(cfg, placement, out.name)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if "actor/pg_loss" in r][WARMUP:]
     wall = sum(r["time/step_s"] for r in train)

@@ -49,8 +49,8 @@ from torch import nn
 
 from rlinf.config import load_config
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.embodied import EVAL_SEED_OFFSET, EmbodiedWorkflow
+from rlinf.workflows import components_for
+from rlinf.workflows.embodied import EVAL_SEED_OFFSET, EmbodiedWorkflow
 from rlinf.runners.runner import Runner
 
 CONFIG = "configs/ppo_cartpole_mlp.yaml"
@@ -110,8 +110,8 @@ def run_rlinf(seed: int, out: Path, eval_every_steps: int, overrides: List[str],
     cfg.runner.eval_interval = eval_every_steps // per_update
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, 1, components_for(cfg))
     t0 = time.time()
-    runner = Runner(cfg, placement, f"cartpole_seed{seed}")
-    runner.workflow = wf = _TimedWorkflow(cfg, placement, runner.phase)
+    runner = Runner(cfg, placement, _TimedWorkflow, f"cartpole_seed{seed}")
+    wf = runner.workflow
     wf.stop_when_solved = stop_when_solved
     try:
         runner.start()

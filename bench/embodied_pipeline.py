@@ -49,8 +49,8 @@ import numpy as np
 from rlinf.config import load_config
 from rlinf.envs import obs as obs_ops
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.embodied import EmbodiedWorkflow
+from rlinf.workflows import components_for
+from rlinf.workflows.embodied import EmbodiedWorkflow
 from rlinf.scheduler import Cluster
 
 # workload: config, overrides, (default envs, decisions per collect), (--quick envs, decisions), interleave modes

@@ -96,7 +96,7 @@ def run_trl(cfg, steps: int) -> Dict:
 
     from rlinf.models.causal_lm import build_causal_lm
     from rlinf.models.tokenizer import CharTokenizer
-    from rlinf.runners.reasoning import ReasoningWorkflow
+    from rlinf.workflows.reasoning import ReasoningWorkflow
     from rlinf.workers.reward import REWARDS
 
     t_start = time.time()
@@ -171,7 +171,7 @@ def run_trl(cfg, steps: int) -> Dict:
 
 def _placement(cfg):
     from rlinf.placement import build_placement
-    from rlinf.runners.components import components_for
+    from rlinf.workflows import components_for
 
     return build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, cfg.rollout.pipeline_stages,
                            components_for(cfg))
@@ -179,11 +179,11 @@ def _placement(cfg):
 
 # ---- rlinf ----------------------------------------------------------------------------------------
 def run_rlinf(cfg) -> Dict:
-    from rlinf.runners.runner import run
+    from rlinf.run import run_training
     from rlinf.utils.rundir import read_metrics
 
     t0 = time.time()
-    summary = run(cfg, _placement(cfg), "bench")
+    summary = run_training(cfg, _placement(cfg), "bench")
     wall = time.time() - t0
     rows = [r for r in read_metrics(Path(cfg.runner.output_dir) / "metrics.jsonl") if "reward/mean" in r]
     rows.sort(key=lambda r: r["step"])

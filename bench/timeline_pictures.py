@@ -11,8 +11,8 @@ from pathlib import Path
 
 from rlinf.config import load_config
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.run import run_training
 from rlinf.utils.plots import plot_timeline
 
 MODEL = ["actor.model.hidden_size=256", "actor.model.num_layers=4", "data.batch_size=64", "runner.max_steps=8",
@@ -39,7 +39,7 @@ def main() -> None:
             cfg = load_config(config, [*MODEL, *extra, f"runner.output_dir={tmp}"])
             placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, 1,
                                         components_for(cfg))
-            run(cfg, placement, mode)
+            run_training(cfg, placement, mode)
             events = [e for e in events_from_trace(Path(tmp) / "timeline.json")
                       if e["name"] not in ("step", "start_workers", "evaluate", "_rlinf_ping")]
         steps = sorted(e["start"] for e in events if e["name"] == "update")

@@ -9,13 +9,21 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
-from rlinf.config import load_config, to_yaml
+from rlinf.config import RLinfConfig, load_config, to_yaml
 from rlinf.errors import InputError, RunFailure
-from rlinf.placement import build_placement
+from rlinf.placement import Placement, build_placement
 from rlinf.preflight import preflight
-from rlinf.runners.components import components_for
+from rlinf.workflows import components_for
+
+
+def run_training(cfg: RLinfConfig, placement: Placement, config_name: str = "run", resume: Optional[str] = None) -> Dict:
+    """The runner's loop with the config's workflow (`runner.workflow`, see rlinf.workflows)."""
+    from rlinf.runners.runner import run  # heavy imports only for real runs
+    from rlinf.workflows import make_workflow
+
+    return run(cfg, placement, make_workflow, config_name, resume)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,9 +57,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         preflight(cfg)
         if args.resume is not None and not Path(args.resume).is_dir():
             raise InputError("checkpoint directory not found", key=args.resume)
-        from rlinf.runners.runner import run  # heavy imports only for real runs
-
-        run(cfg, placement, config_name=Path(args.config).stem, resume=args.resume)
+        run_training(cfg, placement, config_name=Path(args.config).stem, resume=args.resume)
         return 0
     except InputError as e:
         print(f"rlinf: error: {e}", file=sys.stderr)

@@ -34,7 +34,7 @@ copies staging -> live. Chosen over double buffering with a pointer swap because
 source overwrite the buffer the rollout still generates from whenever the actor publishes twice
 before the rollout switches (staleness >= 2); the copy costs one memcpy of the replica's bytes in
 the rollout, between requests. Publish and apply of one target must not overlap (the source would
-write the staging arena during the copy): `rlinf.runners.weight_sync.WeightSync` serialises them
+write the staging arena during the copy): `rlinf.workflows.weight_sync.WeightSync` serialises them
 with one lock, and `apply(version)` first waits until the receiver has the whole of `version`.
 The receiver thread serves its link until the process ends (a pending gloo receive cannot be
 cancelled), so a link carries at most one staged target per target rank. Its wait for the next

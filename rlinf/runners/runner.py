@@ -1,4 +1,5 @@
-"""The one training loop. Workflows (reasoning, embodied) supply the phases; schedules their order.
+"""The one training loop. A workflow (made by the factory the caller passes: rlinf.workflows) supplies the
+phases; the schedule their order.
 
     batch   = schedule.next_batch(workflow, step)   # sync: sync weights, then collect now
     metrics = workflow.train(batch)
@@ -14,7 +15,7 @@ import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import ray
 
@@ -34,20 +35,13 @@ logger = logging.getLogger(__name__)
 RESTARTABLE = (RunFailure, ray.exceptions.RayError)
 
 
-def make_workflow(cfg: RLinfConfig, placement: Placement, phase):
-    """EmbodiedWorkflow when the config names a simulator task (`env.id`), else ReasoningWorkflow."""
-    if cfg.env.id is not None:
-        from rlinf.runners.embodied import EmbodiedWorkflow
-
-        return EmbodiedWorkflow(cfg, placement, phase)
-    from rlinf.runners.reasoning import ReasoningWorkflow
-
-    return ReasoningWorkflow(cfg, placement, phase)
+# make_workflow(cfg, placement, phase) -> a workflow: start(cluster), collect / train / evaluate, checkpoints.
+WorkflowFactory = Callable[[RLinfConfig, Placement, Callable], Any]
 
 
 class Runner:
-    def __init__(self, cfg: RLinfConfig, placement: Placement, config_name: str = "run",
-                 resume: Optional[str] = None):
+    def __init__(self, cfg: RLinfConfig, placement: Placement, make_workflow: WorkflowFactory,
+                 config_name: str = "run", resume: Optional[str] = None):
         self.cfg, self.placement = cfg, placement
         self.events: List[dict] = []
         self.workflow = make_workflow(cfg, placement, self.phase)
@@ -188,7 +182,8 @@ class Runner:
                 self.cluster.shutdown()
 
 
-def run(cfg: RLinfConfig, placement: Placement, config_name: str = "run", resume: Optional[str] = None) -> Dict:
+def run(cfg: RLinfConfig, placement: Placement, make_workflow: WorkflowFactory, config_name: str = "run",
+        resume: Optional[str] = None) -> Dict:
     """Run to `runner.max_steps`. Any worker-side failure (`RunFailure`: a dead or failing rank of any
     group, a missed deadline, a broken channel or weight sync; or a Ray error) stops every group; with
     restarts left (`runner.max_restarts`) the groups start again from the newest complete checkpoint.
@@ -196,7 +191,7 @@ def run(cfg: RLinfConfig, placement: Placement, config_name: str = "run", resume
     cfg = copy.deepcopy(cfg)
     restarts = 0
     while True:
-        runner = Runner(cfg, placement, config_name, resume)
+        runner = Runner(cfg, placement, make_workflow, config_name, resume)
         try:
             runner.start()
             summary = runner.fit()

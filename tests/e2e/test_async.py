@@ -11,8 +11,8 @@ import pytest
 from rlinf.config import load_config
 from rlinf.placement import build_placement
 from rlinf.runners import checkpoints
-from rlinf.runners.components import components_for
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.run import run_training
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -23,7 +23,7 @@ COMMON = ["runner.progress_bar=false", "cluster.num_devices=2", "runner.log_inte
 def _rows(config, out, *overrides, resume=None):
     cfg = load_config(config, [*COMMON, f"runner.output_dir={out}", *overrides])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, 1, components_for(cfg))
-    summary = run(cfg, placement, "x", resume=resume)
+    summary = run_training(cfg, placement, "x", resume=resume)
     return {r["step"]: r for r in map(json.loads, open(out / "metrics.jsonl")) if "actor/pg_loss" in r}, summary
 
 

@@ -12,8 +12,8 @@ import pytest
 from rlinf.config import load_config
 from rlinf.placement import build_placement
 from rlinf.runners import checkpoints
-from rlinf.runners.components import components_for
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.run import run_training
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -26,7 +26,7 @@ TINY = ["runner.max_steps=4", "env.num_envs=4", "env.rollout_steps=16", "actor.g
 def _rows(out, *overrides, resume=None):
     cfg = load_config(CONFIG, [*TINY, f"runner.output_dir={out}", *overrides])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, 1, components_for(cfg))
-    summary = run(cfg, placement, "x", resume=resume)
+    summary = run_training(cfg, placement, "x", resume=resume)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r for r in rows if "actor/pg_loss" in r}, summary
 

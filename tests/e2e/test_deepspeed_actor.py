@@ -12,8 +12,8 @@ pytest.importorskip("deepspeed")
 
 from rlinf.config import load_config  # noqa: E402
 from rlinf.placement import build_placement  # noqa: E402
-from rlinf.runners.components import components_for  # noqa: E402
-from rlinf.runners.runner import run  # noqa: E402
+from rlinf.workflows import components_for  # noqa: E402
+from rlinf.run import run_training  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
@@ -25,7 +25,7 @@ def _run(tmp_path, name, *overrides, resume=None):
         f"runner.output_dir={tmp_path / name}", "runner.progress_bar=false", "runner.plots=false", *overrides])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
                                 cfg.rollout.pipeline_stages, components_for(cfg))
-    summary = run(cfg, placement, "grpo_arith", resume=resume)
+    summary = run_training(cfg, placement, "grpo_arith", resume=resume)
     rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
     return summary, [r for r in rows if "actor/pg_loss" in r]
 

@@ -7,8 +7,8 @@ import pytest
 
 from rlinf.config import load_config
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.run import run_training
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -24,7 +24,7 @@ def test_dynamic_sampling_run(cluster, tmp_path, config, extra):
         "runner.plots=false", "runner.tensorboard=false", "algorithm.dynamic_sampling=true",
         "algorithm.dynamic_sampling_max_rounds=3", f"runner.output_dir={tmp_path / 'run'}", *extra])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, 1, components_for(cfg))
-    summary = run(cfg, placement, "grpo_dynamic")
+    summary = run_training(cfg, placement, "grpo_dynamic")
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if "actor/pg_loss" in r]
     assert len(train) == 3 and summary["steps"] == 3

@@ -12,8 +12,8 @@ import pytest
 from rlinf.config import load_config
 from rlinf.errors import InputError
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.run import run_training
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,7 +28,7 @@ def _run(out, *overrides, resume=None):
     cfg = load_config(CONFIG, [*TINY, f"runner.output_dir={out}", *overrides])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
                                 cfg.rollout.pipeline_stages, components_for(cfg))
-    return run(cfg, placement, "ppo_cartpole_mlp", resume=resume)
+    return run_training(cfg, placement, "ppo_cartpole_mlp", resume=resume)
 
 
 def _train_rows(path):

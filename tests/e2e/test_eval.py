@@ -11,8 +11,8 @@ import pytest
 
 from rlinf.config import load_config
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.run import run_training
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -31,7 +31,7 @@ def trained(cluster, tmp_path_factory):
     cfg = load_config(CONFIG, [*TRAIN, f"runner.output_dir={out}"])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
                                 cfg.rollout.pipeline_stages, components_for(cfg))
-    run(cfg, placement, "ppo_cartpole_mlp")
+    run_training(cfg, placement, "ppo_cartpole_mlp")
     return out
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from rlinf.config import load_config
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.run import run_training
 
 pytest.importorskip("mani_skill")
 pytestmark = pytest.mark.timeout(300)
@@ -32,7 +32,7 @@ def test_eval_cli_on_maniskill_checkpoint_writes_summary_and_video(cluster, tmp_
     cfg = load_config(CONFIG, [*TRAIN, f"runner.output_dir={run_dir}"])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
                                 cfg.rollout.pipeline_stages, components_for(cfg))
-    run(cfg, placement, "ppo_maniskill_pushcube_mlp")
+    run_training(cfg, placement, "ppo_maniskill_pushcube_mlp")
 
     out = tmp_path / "eval"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -20,8 +20,8 @@ import ray
 
 from rlinf.config import load_config
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.run import run_training
 from rlinf.scheduler import WorkerDiedError, WorkerError
 
 pytestmark = pytest.mark.timeout(400)
@@ -122,7 +122,7 @@ def _run_with_kill(out, name, group, rank, *overrides):
     info: dict = {}
     killer = threading.Thread(target=_kill_at, args=(out, group, rank, KILL_AFTER_STEP, info), daemon=True)
     killer.start()
-    summary = run(cfg, placement, name)
+    summary = run_training(cfg, placement, name)
     killer.join(timeout=5)
     assert info, f"the test did not manage to kill {group}[{rank}]"
     return summary, info, _run_files() - files_before
@@ -137,7 +137,7 @@ def reference(cluster, tmp_path_factory):
         if name not in cache:
             out = tmp_path_factory.mktemp(f"reference_{name}") / "run"
             cfg, placement = _config(out, name=name)
-            summary = run(cfg, placement, name)
+            summary = run_training(cfg, placement, name)
             assert summary["steps"] == MAX_STEPS and summary["restarts"] == 0
             cache[name] = _untimed(_rows(out))
         return cache[name]
@@ -193,7 +193,7 @@ def test_killed_rank_without_restarts_fails_fast_naming_it(cluster, tmp_path):
     info: dict = {}
     threading.Thread(target=_kill_at, args=(out, "rollout", 0, 2, info), daemon=True).start()
     with pytest.raises(WorkerError) as err:
-        run(cfg, placement, "ppo_arith")
+        run_training(cfg, placement, "ppo_arith")
     assert info
     logged = [r["step"] for r in _rows(out)]
     assert max(logged) <= info["step"] + 2  # failed at (about) the step that needed the dead rank, not later

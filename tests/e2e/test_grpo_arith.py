@@ -7,8 +7,8 @@ import yaml
 
 from rlinf.config import load_config
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.run import run_training
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -20,7 +20,7 @@ def _run(tmp_path, *overrides):
         "data.eval_size=8", f"runner.output_dir={tmp_path / 'run'}", "runner.progress_bar=false", *overrides])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
                                 cfg.rollout.pipeline_stages, components_for(cfg))
-    return run(cfg, placement, "grpo_arith"), tmp_path / "run"
+    return run_training(cfg, placement, "grpo_arith"), tmp_path / "run"
 
 
 def test_tiny_grpo_run_writes_complete_run_directory(cluster, tmp_path):
@@ -70,7 +70,7 @@ def test_tiny_ppo_with_critic_run(cluster, tmp_path):
         "runner.plots=false", "runner.tensorboard=false", f"runner.output_dir={tmp_path / 'ppo'}",
         "runner.progress_bar=false"])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, 1, components_for(cfg))
-    summary = run(cfg, placement, "ppo_arith")
+    summary = run_training(cfg, placement, "ppo_arith")
     rows = [json.loads(line) for line in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if "critic/vf_loss" in r]
     assert [r["step"] for r in train] == list(range(1, 11)) and summary["steps"] == 10

@@ -8,8 +8,8 @@ import pytest
 
 from rlinf.config import load_config
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.run import run_training
 
 pytestmark = [
     pytest.mark.slow,
@@ -25,7 +25,7 @@ def test_grpo_gsm8k_smollm2_one_step(cluster, tmp_path):
         f"runner.output_dir={tmp_path / 'run'}", "runner.progress_bar=false"])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
                                 cfg.rollout.pipeline_stages, components_for(cfg))
-    summary = run(cfg, placement, "grpo_gsm8k_smollm2")
+    summary = run_training(cfg, placement, "grpo_gsm8k_smollm2")
     out = tmp_path / "run"
     assert json.loads((out / "summary.json").read_text())["steps"] == 1
     assert (out / "config.yaml").is_file() and (out / "timeline.json").is_file()

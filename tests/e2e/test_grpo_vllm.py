@@ -8,9 +8,9 @@ import pytest
 from rlinf.config import load_config
 from rlinf.errors import InputError
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.reasoning import _validate_names
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.workflows.reasoning import _validate_names
+from rlinf.run import run_training
 
 pytest.importorskip("vllm")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
@@ -28,7 +28,7 @@ OVERRIDES = ["runner.max_steps=2", "runner.eval_interval=0", "data.batch_size=4"
 def test_tiny_grpo_run_with_the_vllm_engine(cluster, tmp_path, config, sync_phase, bound):
     cfg = load_config(config, [*OVERRIDES, f"runner.output_dir={tmp_path / 'run'}"])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, 1, components_for(cfg))
-    summary = run(cfg, placement, "grpo_vllm")
+    summary = run_training(cfg, placement, "grpo_vllm")
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if "actor/pg_loss" in r]
     assert [r["weights/version"] for r in train] == [1, 2]

@@ -7,8 +7,8 @@ import yaml
 
 from rlinf.config import load_config
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.run import run_training
 
 CONFIG = "configs/ppo_cartpole_mlp.yaml"
 HELDOUT_SEED = 7_000_000  # training envs use seeds near runner.seed, periodic evaluations runner.seed + 1e6
@@ -20,7 +20,7 @@ def _run(tmp_path, *overrides):
     cfg = load_config(CONFIG, [f"runner.output_dir={tmp_path / 'run'}", *overrides])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
                                 cfg.rollout.pipeline_stages, components_for(cfg))
-    return run(cfg, placement, "ppo_cartpole_mlp"), placement, tmp_path / "run"
+    return run_training(cfg, placement, "ppo_cartpole_mlp"), placement, tmp_path / "run"
 
 
 def _rows(out):
@@ -88,7 +88,7 @@ def test_tiny_hybrid_pipelined_run(cluster, tmp_path):
                                          "runner.plots=false", "runner.tensorboard=false"]))
         placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
                                     cfg.rollout.pipeline_stages, components_for(cfg))
-        summary = run(cfg, placement, "ppo_cartpole_mlp")
+        summary = run_training(cfg, placement, "ppo_cartpole_mlp")
         trace = json.loads((out / "timeline.json").read_text())["traceEvents"]
         runs[k] = (placement, summary, _rows(out), _overlap(trace, ("rollout", "act"), ("env", "step")))
     placement, summary, rows, (overlap, acts) = runs[2]

@@ -7,8 +7,8 @@ import yaml
 
 from rlinf.config import load_config
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.run import run_training
 
 pytest.importorskip("mani_skill")
 
@@ -24,7 +24,7 @@ def test_tiny_pushcube_run_reports_success_metrics(cluster, tmp_path):
     cfg = load_config(CONFIG, [f"runner.output_dir={out}", *TINY])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
                                 cfg.rollout.pipeline_stages, components_for(cfg))
-    summary = run(cfg, placement, "ppo_maniskill_pushcube_mlp")
+    summary = run_training(cfg, placement, "ppo_maniskill_pushcube_mlp")
     for phase in ("start", "final"):
         ev = summary["eval"][phase]
         assert ev["num_episodes"] == 2 and "success_rate" in ev
@@ -51,7 +51,7 @@ def test_recipe_learns_pushcube_in_25_steps(cluster, tmp_path):
                                "runner.progress_bar=false", "runner.plots=false", "runner.tensorboard=false"])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
                                 cfg.rollout.pipeline_stages, components_for(cfg))
-    summary = run(cfg, placement, "ppo_maniskill_pushcube_mlp")
+    summary = run_training(cfg, placement, "ppo_maniskill_pushcube_mlp")
     start, final = summary["eval"]["start"], summary["eval"]["final"]
     assert start["num_episodes"] == final["num_episodes"] == 32
     assert final["return"] - start["return"] >= 1.5, summary["eval"]

@@ -9,8 +9,8 @@ import pytest
 from rlinf.config import load_config
 from rlinf.errors import InputError
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.run import run_training
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -22,7 +22,7 @@ def _run(out, max_steps, resume=None):
     cfg = load_config("configs/grpo_arith.yaml", [*COMMON, f"runner.max_steps={max_steps}",
                                                   f"runner.output_dir={out}"])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, 1, components_for(cfg))
-    return run(cfg, placement, "grpo_arith", resume=resume)
+    return run_training(cfg, placement, "grpo_arith", resume=resume)
 
 
 def _train_rows(path):

@@ -8,8 +8,8 @@ import pytest
 
 from rlinf.config import load_config
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.run import run_training
 
 QUIET = ["runner.progress_bar=false", "runner.plots=false", "runner.tensorboard=false", "runner.eval_interval=0"]
 
@@ -18,7 +18,7 @@ def _run(config, out, overrides):
     cfg = load_config(config, [f"runner.output_dir={out}", *QUIET, *overrides])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
                                 cfg.rollout.pipeline_stages, components_for(cfg))
-    summary = run(cfg, placement, config.split("/")[-1].split(".")[0])
+    summary = run_training(cfg, placement, config.split("/")[-1].split(".")[0])
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return summary, [r for r in rows if "actor/pg_loss" in r]
 

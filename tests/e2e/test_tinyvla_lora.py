@@ -11,8 +11,8 @@ import torch
 
 from rlinf.config import load_config
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
-from rlinf.runners.runner import run
+from rlinf.workflows import components_for
+from rlinf.run import run_training
 
 CONFIG = "configs/ppo_maniskill_tinyvla.yaml"
 TINY = ["env.num_envs=4", "env.rollout_steps=10", "env.max_episode_steps=10", "env.eval_episodes=2",
@@ -32,7 +32,7 @@ def test_tiny_vla_lora_run_checkpoint_and_eval_agree(cluster, tmp_path):
                                "runner.save_interval=2", "actor.lr=1e-3"])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
                                 cfg.rollout.pipeline_stages, components_for(cfg))
-    summary = run(cfg, placement, "ppo_maniskill_tinyvla_lora")
+    summary = run_training(cfg, placement, "ppo_maniskill_tinyvla_lora")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if "actor/pg_loss" in r]
     assert [r["step"] for r in train] == [1, 2] and all(np.isfinite(r["actor/pg_loss"]) for r in train)

@@ -10,7 +10,7 @@ import ray
 
 from rlinf.config import ActorConfig, AlgorithmConfig, ModelConfig
 from rlinf.config.schema import ReshardConfig
-from rlinf.runners.weight_sync import WeightSync
+from rlinf.workflows.weight_sync import WeightSync
 from rlinf.scheduler import WorkerGroup
 from rlinf.workers.actor.embodied_actor import EmbodiedActorWorker
 from rlinf.workers.rollout.policy_worker import PolicyRolloutWorker

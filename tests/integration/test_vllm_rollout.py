@@ -10,7 +10,7 @@ import torch
 from rlinf.config import ActorConfig, AlgorithmConfig, ModelConfig, RolloutConfig
 from rlinf.errors import InputError
 from rlinf.models.causal_lm import build_causal_lm
-from rlinf.runners.batching import build_lm_batch
+from rlinf.workflows.batching import build_lm_batch
 from rlinf.scheduler import WorkerGroup
 from rlinf.workers.actor.fsdp_actor import ActorWorker
 from rlinf.workers.rollout.worker import RolloutWorker

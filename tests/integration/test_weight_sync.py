@@ -11,9 +11,9 @@ import torch
 
 from rlinf.config import ActorConfig, AlgorithmConfig, ModelConfig, RolloutConfig
 from rlinf.config.schema import ReshardConfig
-from rlinf.runners.batching import build_train_batch, shard_rows
+from rlinf.workflows.batching import build_train_batch, shard_rows
 from rlinf.models.policy import state_spec
-from rlinf.runners.weight_sync import WeightSync
+from rlinf.workflows.weight_sync import WeightSync
 from rlinf.scheduler import WorkerGroup
 from rlinf.workers.actor.embodied_actor import EmbodiedActorWorker
 from rlinf.workers.actor.fsdp_actor import ActorWorker

@@ -1,9 +1,9 @@
-"""DAPO dynamic sampling refill (rlinf.runners.dynamic_sampling) on hand-computed rounds."""
+"""DAPO dynamic sampling refill (rlinf.workflows.dynamic_sampling) on hand-computed rounds."""
 
 import pytest
 import torch
 
-from rlinf.runners.dynamic_sampling import collect_dynamic
+from rlinf.workflows.dynamic_sampling import collect_dynamic
 
 PAD = 0
 

@@ -11,7 +11,7 @@ from rlinf.envs.gym_env import GymVectorEnv, check_env_id
 from rlinf.errors import InputError
 from rlinf.models.mlp import build_mlp_policy
 from rlinf.placement import build_placement
-from rlinf.runners.components import components_for
+from rlinf.workflows import components_for
 
 torch.set_num_threads(1)
 
@@ -131,7 +131,7 @@ def _cfg(*overrides):
     ("actor.global_batch_size=5", "actor.global_batch_size"),
 ])
 def test_embodied_config_checks_name_the_key(override, key):
-    from rlinf.runners.embodied import validate
+    from rlinf.workflows.embodied import validate
 
     cfg, placement = _cfg(override)
     with pytest.raises(InputError) as e:

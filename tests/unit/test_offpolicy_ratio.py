@@ -9,7 +9,7 @@ import torch
 from rlinf.algorithms import entropy_from_logits, logprobs_from_logits
 from rlinf.config import ActorConfig, AlgorithmConfig, ModelConfig
 from rlinf.models.causal_lm import build_causal_lm
-from rlinf.runners.batching import build_lm_batch
+from rlinf.workflows.batching import build_lm_batch
 from rlinf.workers.actor.fsdp_actor import ActorWorker
 from rlinf.workers.rollout.sampling import SamplingParams, sample, sampling_logits, sampling_logprobs, sampling_support
 

@@ -195,8 +195,8 @@ def test_gpu_openvla_configs_validate_except_for_the_model_path(config, tmp_path
     """The GPU recipes pass the embodied checks before any worker starts; only the placeholder path fails."""
     from rlinf.config import load_config
     from rlinf.placement import build_placement
-    from rlinf.runners.components import components_for
-    from rlinf.runners.embodied import validate
+    from rlinf.workflows import components_for
+    from rlinf.workflows.embodied import validate
 
     cfg = load_config(config, [])
     placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
@@ -221,8 +221,8 @@ def test_gpu_openvla_configs_validate_except_for_the_model_path(config, tmp_path
 def test_embodied_vla_config_checks_name_the_key(override, key):
     from rlinf.config import load_config
     from rlinf.placement import build_placement
-    from rlinf.runners.components import components_for
-    from rlinf.runners.embodied import validate
+    from rlinf.workflows import components_for
+    from rlinf.workflows.embodied import validate
 
     base = ["algorithm.logprob_level=chunk", "algorithm.group_size=3"]
     cfg = load_config("configs/ppo_maniskill_tinyvla.yaml", base + [override])

@@ -18,9 +18,9 @@ from rlinf.envs.text import TextSample, load_task
 from rlinf.errors import InputError
 from rlinf.models.tokenizer import encode_prompt, load_tokenizer
 from rlinf.placement import Placement
-from rlinf.runners.batching import add_advantages, build_lm_batch, concat_rollouts, shard_rows, split_even
-from rlinf.runners.dynamic_sampling import collect_dynamic
-from rlinf.runners.weight_sync import WeightSync, WeightSyncMixin
+from rlinf.workflows.batching import add_advantages, build_lm_batch, concat_rollouts, shard_rows, split_even
+from rlinf.workflows.dynamic_sampling import collect_dynamic
+from rlinf.workflows.weight_sync import WeightSync, WeightSyncMixin
 from rlinf.scheduler import Cluster, WorkerGroup
 from rlinf.workers.actor.fsdp_actor import ActorWorker
 from rlinf.workers.critic.fsdp_critic import CriticWorker

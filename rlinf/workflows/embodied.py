@@ -39,7 +39,7 @@ from rlinf.config import RLinfConfig
 from rlinf.envs import check_env
 from rlinf.errors import InputError
 from rlinf.placement import Placement
-from rlinf.runners.weight_sync import WeightSync, WeightSyncMixin
+from rlinf.workflows.weight_sync import WeightSync, WeightSyncMixin
 from rlinf.scheduler import Cluster, WorkerGroup, wait_first
 from rlinf.envs import obs as obs_ops
 from rlinf.workers.actor.embodied_actor import GROUP_ESTIMATORS, EmbodiedActorWorker

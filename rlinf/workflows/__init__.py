@@ -1,0 +1,51 @@
+"""Dataflows, one module each, chosen by config through this registry (run.py picks; the runner knows a
+workflow only by its interface: start / collect / train / evaluate / checkpoints).
+
+This module stays light (no torch, no Ray): run.py uses `components_for` to build the placement and
+`--dry-run` before anything heavy is imported; `make_workflow` imports the chosen module only.
+"""
+
+import importlib
+from typing import Callable, Dict, Tuple
+
+from rlinf.config.schema import RLinfConfig
+
+
+def workflow_name(cfg: RLinfConfig) -> str:
+    """`runner.workflow`, or with `auto`: embodied when the config names a simulator task (`env.id`),
+    else reasoning."""
+    if cfg.runner.workflow != "auto":
+        return cfg.runner.workflow
+    return "embodied" if cfg.env.id is not None else "reasoning"
+
+
+def _rl_components(cfg: RLinfConfig) -> Tuple[str, ...]:
+    names = ["actor", "rollout", "env" if cfg.env.id is not None else "reward"]
+    if cfg.critic.enabled:
+        names.append("critic")
+    if cfg.algorithm.kl_coef > 0:
+        names.append("reference")
+    return tuple(names)
+
+
+def _reward_model_components(cfg: RLinfConfig) -> Tuple[str, ...]:
+    return ("actor",)  # the reward model trains on the actor's devices, as the actor group
+
+
+# name -> (module, class, the groups it starts)
+WORKFLOWS: Dict[str, Tuple[str, str, Callable[[RLinfConfig], Tuple[str, ...]]]] = {
+    "reasoning": ("rlinf.workflows.reasoning", "ReasoningWorkflow", _rl_components),
+    "embodied": ("rlinf.workflows.embodied", "EmbodiedWorkflow", _rl_components),
+    "reward_model": ("rlinf.workflows.reward_model", "RewardModelWorkflow", _reward_model_components),
+}
+
+
+def components_for(cfg: RLinfConfig) -> Tuple[str, ...]:
+    """The worker groups the config's workflow starts (used for placement before anything starts)."""
+    return WORKFLOWS[workflow_name(cfg)][2](cfg)
+
+
+def make_workflow(cfg: RLinfConfig, placement, phase):
+    """An instance of the config's workflow; `phase` is the runner's timing context manager."""
+    module, cls, _ = WORKFLOWS[workflow_name(cfg)]
+    return getattr(importlib.import_module(module), cls)(cfg, placement, phase)
