@@ -82,6 +82,12 @@ class AlgorithmConfig:
     dual_clip: Optional[float] = _f(None, "Dual-clip constant c > 1 bounding the loss for negative advantages (null: off).", min=1.0)
     kl_coef: float = _f(0.0, "Coefficient of the KL penalty to the frozen reference (0: no reference model).", min=0.0)
     kl_estimator: str = _f("k3", "KL estimator.", choices=["k1", "k2", "k3"])
+    kl_in: str = _f("loss", "Where the KL to the reference goes: loss (kl_coef x KL added to the policy loss, as GRPO) "
+                    "or reward (a per-token penalty -kl_coef x (log pi - log pi_ref) on the reward, as InstructGPT "
+                    "and verl's use_kl_in_reward).", choices=["loss", "reward"])
+    kl_target: Optional[float] = _f(None, "kl_in=reward: adaptive coefficient (Ziegler et al.): kl_coef moves so that "
+                                    "the mean sequence KL tracks this target (null: fixed kl_coef).", min=0.0)
+    kl_horizon: int = _f(10000, "Adaptive KL: horizon in samples of the proportional controller.", min=1)
     entropy_coef: float = _f(0.0, "Entropy bonus coefficient.", min=0.0)
     loss_agg: str = _f("token-mean", "Loss aggregation.", choices=["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
     norm_adv_by_std: bool = _f(True, "Divide group-relative advantages by the group's std (GRPO); false gives Dr.GRPO.")
@@ -164,6 +170,8 @@ class CriticConfig:
     lr: float = _f(1e-4, "Critic learning rate.", min=0.0)
     micro_batch_size: int = _f(8, "Sequences per critic forward/backward.", min=1)
     grad_clip: float = _f(1.0, "Critic gradient-norm clip (0: off).", min=0.0)
+    init_from_reward_model: bool = _f(False, "Start the critic from reward.model.path (its transformer and its "
+                                      "one-label head as the value head), the usual RLHF recipe.")
 
 
 @dataclass
@@ -225,9 +233,29 @@ class EnvConfig:
 
 
 @dataclass
+class RewardModelConfig:
+    path: Optional[str] = _f(None, "Local directory of a Hugging Face sequence-classification model with one label "
+                             "(trained by rlinf's reward_model workflow, TRL's RewardTrainer or anyone) and its "
+                             "tokenizer; it scores the decoded prompt + response text.")
+    normalize: str = _f("none", "Score normalisation: none, or running (subtract the running mean and divide by the "
+                        "running std of every score seen so far, Welford; saved in checkpoints).",
+                        choices=["none", "running"])
+    micro_batch_size: int = _f(16, "Sequences per reward-model forward.", min=1)
+    max_length: int = _f(512, "Tokens of prompt + response the reward model reads at most (longer ones keep the "
+                         "end).", min=8)
+
+
+@dataclass
 class RewardConfig:
+    type: str = _f("rule", "Reward source: rule (the verifier `name`) or model (the learned reward model at "
+                   "reward.model.path, optionally mixed with verifiers through reward.weights).",
+                   choices=["rule", "model"])
     name: str = _f("exact_match", "Reward function name (registry in rlinf.workers.reward).")
     format_reward: float = _f(0.0, "Reward given instead of 0 when the verifier scores a non-empty answer 0.")
+    model: RewardModelConfig = _f(help="The learned reward model (reward.type=model).", factory=RewardModelConfig)
+    weights: Dict[str, float] = _f(help="reward.type=model: the reward is the weighted sum of the sources named here "
+                                   "('model' and verifier names, e.g. {model: 1.0, exact_match: 0.5}); empty: "
+                                   "the reward model's score alone.", factory=dict)
 
 
 @dataclass
@@ -242,6 +270,16 @@ class DataConfig:
     train_size: int = _f(1000, "Training prompts generated (procedural tasks).", min=1)
     eval_size: int = _f(100, "Held-out evaluation prompts.", min=1)
     seed: int = _f(1234, "Seed of the data generator; the eval split uses a disjoint seed.", min=0)
+    eval_path: Optional[str] = _f(None, "File tasks ('prompts', 'preference'): held-out file (null: the last "
+                                  "data.eval_size rows of data.path are held out).")
+    prompt_key: str = _f("prompt", "File tasks: column of the prompt text.")
+    answer_key: Optional[str] = _f(None, "'prompts' files: column of a reference answer for verifiers (null: none).")
+    chosen_key: str = _f("chosen", "'preference' files: column of the preferred response.")
+    rejected_key: str = _f("rejected", "'preference' files: column of the dispreferred response.")
+    margin_key: Optional[str] = _f(None, "'preference' files: column of a per-pair margin m in the Bradley-Terry "
+                                   "loss -log sigmoid(r_chosen - r_rejected - m) (null: no margin).")
+    max_length: int = _f(256, "'preference': tokens of prompt + response kept at most (longer ones keep the end).",
+                         min=8)
 
 
 @dataclass
