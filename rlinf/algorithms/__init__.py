@@ -26,7 +26,7 @@ from .advantages import (
     rloo,
     scores_to_token_rewards,
 )
-from .kl import KL_ESTIMATORS, k1, k2, k3, kl_penalty
+from .kl import KL_ESTIMATORS, AdaptiveKLController, k1, k2, k3, kl_penalized_token_rewards, kl_penalty
 from .losses import (
     LOSS_AGG,
     POLICY_LOSSES,
@@ -46,7 +46,7 @@ __all__ = [
     "ADV_ESTIMATORS", "AdvantageInputs", "compute_advantages", "discounted_returns", "drgrpo", "gae",
     "group_stats", "grpo", "masked_mean", "masked_var", "masked_whiten", "reinforce_plus_plus",
     "reinforce_plus_plus_baseline", "rloo", "scores_to_token_rewards",
-    "KL_ESTIMATORS", "k1", "k2", "k3", "kl_penalty",
+    "KL_ESTIMATORS", "AdaptiveKLController", "k1", "k2", "k3", "kl_penalized_token_rewards", "kl_penalty",
     "LOSS_AGG", "POLICY_LOSSES", "aggregate_loss", "compute_policy_loss", "entropy_from_logits", "gspo",
     "logprobs_from_logits", "ppo", "reinforce", "value_loss",
     "Registry", "dynamic_sampling_mask",

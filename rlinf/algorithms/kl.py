@@ -43,3 +43,44 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, name: str = "k3") -> Tensor:
     """[B, T] per-token KL estimate by estimator `name` (ConfigError naming algorithm.kl_estimator
     if unknown). Fold it into rewards (r_t - kl_coef * kl_t) or aggregate it into the loss."""
     return KL_ESTIMATORS.get(name)(logp, ref_logp)
+
+
+def kl_penalized_token_rewards(scores: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor, coef: float,
+                               name: str = "k1") -> tuple[Tensor, Tensor]:
+    """KL in the reward (InstructGPT; verl's use_kl_in_reward). With kl_t the per-token estimate
+    (`name`) on valid tokens:
+
+        r_t = score * [t is the last valid token] - coef * kl_t,    KL_seq = sum_t kl_t
+
+    Returns (token rewards [B, T], KL_seq [B]). The outcome score stays at the last token; the penalty
+    is on every generated token, so GAE / REINFORCE++ see it per step and sequence-level estimators
+    (GRPO, RLOO) see score - coef * KL_seq."""
+    from .advantages import scores_to_token_rewards
+
+    valid = (mask > 0).to(logp.dtype)
+    kl = kl_penalty(logp, ref_logp, name) * valid
+    return scores_to_token_rewards(scores.to(logp.dtype), mask) - coef * kl, kl.sum(dim=1)
+
+
+class AdaptiveKLController:
+    """The KL coefficient of Ziegler et al. (2019), section 2.2: a proportional controller that keeps
+    the mean sequence KL near `target`. After a batch of n samples with mean sequence KL `kl`:
+
+        e = clip(kl / target - 1, -0.2, 0.2),    coef <- coef * (1 + e * n / horizon)
+
+    With `target` None the coefficient stays fixed. `state()` / `load()` carry it across checkpoints."""
+
+    def __init__(self, coef: float, target: float | None = None, horizon: int = 10000):
+        self.coef, self.target, self.horizon = float(coef), target, horizon
+
+    def update(self, kl: float, n: int) -> float:
+        if self.target is not None and self.target > 0:
+            error = min(max(kl / self.target - 1.0, -0.2), 0.2)
+            self.coef *= 1.0 + error * n / self.horizon
+        return self.coef
+
+    def state(self) -> dict:
+        return {"coef": self.coef}
+
+    def load(self, state: dict) -> None:
+        self.coef = float(state["coef"])
