@@ -6,6 +6,7 @@ Registries and the config keys that select from them:
     POLICY_LOSSES   algorithm.policy_loss     (compute_policy_loss)
     KL_ESTIMATORS   algorithm.kl_estimator    (kl_penalty)
     LOSS_AGG        algorithm.loss_agg        (aggregate_loss)
+    PAIRWISE_LOSSES (reward-model training)   (bradley_terry_loss)
 An unknown name raises rlinf.errors.ConfigError naming the key and the closest known name.
 """
 
@@ -29,8 +30,10 @@ from .advantages import (
 from .kl import KL_ESTIMATORS, AdaptiveKLController, k1, k2, k3, kl_penalized_token_rewards, kl_penalty
 from .losses import (
     LOSS_AGG,
+    PAIRWISE_LOSSES,
     POLICY_LOSSES,
     aggregate_loss,
+    bradley_terry_loss,
     compute_policy_loss,
     entropy_from_logits,
     gspo,
@@ -47,7 +50,7 @@ __all__ = [
     "group_stats", "grpo", "masked_mean", "masked_var", "masked_whiten", "reinforce_plus_plus",
     "reinforce_plus_plus_baseline", "rloo", "scores_to_token_rewards",
     "KL_ESTIMATORS", "AdaptiveKLController", "k1", "k2", "k3", "kl_penalized_token_rewards", "kl_penalty",
-    "LOSS_AGG", "POLICY_LOSSES", "aggregate_loss", "compute_policy_loss", "entropy_from_logits", "gspo",
+    "LOSS_AGG", "PAIRWISE_LOSSES", "POLICY_LOSSES", "aggregate_loss", "bradley_terry_loss", "compute_policy_loss", "entropy_from_logits", "gspo",
     "logprobs_from_logits", "ppo", "reinforce", "value_loss",
     "Registry", "dynamic_sampling_mask",
 ]

@@ -28,6 +28,7 @@ from .advantages import masked_mean
 from .registry import Registry
 
 POLICY_LOSSES: Registry = Registry("policy loss", key="algorithm.policy_loss")
+PAIRWISE_LOSSES: Registry = Registry("pairwise (preference) loss")
 LOSS_AGG: Registry = Registry("loss aggregation", key="algorithm.loss_agg")
 
 Metrics = Dict[str, Tensor]
@@ -215,6 +216,18 @@ def value_loss(
         clipfrac = torch.zeros((), dtype=m.dtype, device=m.device)
     metrics = {"vf_clipfrac": clipfrac, "vpred_mean": masked_mean(values, m).detach()}
     return aggregate_loss(loss_tok, m, loss_agg, denominator), metrics
+
+
+# ----------------------------------------------------------------------------- preference loss
+@PAIRWISE_LOSSES.register("bradley_terry")
+def bradley_terry_loss(r_chosen: Tensor, r_rejected: Tensor, margin: Optional[Tensor] = None) -> Tensor:
+    """Bradley-Terry reward-model loss over N pairs ([N] scalar rewards each):
+    loss = mean_i -log sigmoid(r_chosen_i - r_rejected_i - m_i), m = margin (0 when None), computed
+    with logsigmoid (stable for large |differences|). P(chosen > rejected) = sigmoid(r_c - r_r)."""
+    diff = r_chosen - r_rejected
+    if margin is not None:
+        diff = diff - margin.to(diff.dtype)
+    return -F.logsigmoid(diff).mean()
 
 
 # ----------------------------------------------------------------------------- logits helpers

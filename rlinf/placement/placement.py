@@ -8,7 +8,11 @@ Mode (what the runner's schedule keys on):
 - hybrid:        env and rollout share devices and `rollout.pipeline_stages > 1` (the env batch is split
                  into stages; simulation of stage i+1 overlaps inference on stage i);
 - colocated:     actor and rollout share devices (phases time-share them, offloading in between);
-- disaggregated: actor and rollout are on disjoint devices (phases run concurrently).
+- disaggregated: actor and rollout are on disjoint devices (phases run concurrently);
+- single:        the workflow starts no rollout (reward-model training, SFT): one training group, nothing
+                 to time-share or overlap.
+Which components must be placed follows from the components the workflow starts (`components`, see
+rlinf.workflows.components_for): the actor always, the rollout when the workflow runs one.
 Any two device sets must be equal, disjoint, or nested (a component spanning the devices of others
 time-shares with them). A partial overlap defines no mode and is rejected, as is anything else this
 module cannot realise, before any worker starts.
@@ -110,6 +114,12 @@ def _component_names(key: str) -> List[str]:
     return names
 
 
+def required_components(components: tuple) -> List[str]:
+    """The components a placement must name (or cover with its default): the actor always (every
+    workflow trains one group on it), the rollout whenever the workflow starts one."""
+    return ["actor"] + [n for n in REQUIRED if n != "actor" and n in components]
+
+
 def build_placement(
     component_placement: Mapping[str, Any],
     num_devices: int,
@@ -130,8 +140,8 @@ def build_placement(
             if name in devices:
                 raise PlacementError(f"component '{name}' is placed twice", key=f"{KEY}.{key}")
             devices[name] = parse_devices(value, num_devices, key=f"{KEY}.{key}")
-    for name in REQUIRED:
-        if name in components and name not in devices:
+    for name in required_components(components):
+        if name not in devices:
             raise PlacementError(f"component '{name}' has no devices (add '{name}: <devices>')", key=KEY)
     for name in components:
         devices.setdefault(name, list(devices["actor"]))
@@ -151,7 +161,9 @@ def build_placement(
         raise PlacementError("pipeline_stages > 1 needs an env component to pipeline against",
                              key="rollout.pipeline_stages")
     sets = {n: set(d) for n, d in devices.items()}
-    if "env" in sets and sets["env"] & sets["rollout"] and pipeline_stages > 1:
+    if "rollout" not in sets:
+        mode = "single"
+    elif "env" in sets and sets["env"] & sets["rollout"] and pipeline_stages > 1:
         mode = "hybrid"
     elif sets["actor"] & sets["rollout"]:
         mode = "colocated"
