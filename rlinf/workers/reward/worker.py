@@ -1,22 +1,62 @@
-"""RewardWorker: scores (response, answer) pairs with the configured verifier."""
+"""RewardWorker: scores (prompt, response, answer) triples with the configured verifier (`reward.type: rule`).
 
-from typing import List, Sequence
+Both reward workers (this one and `RewardModelWorker`, `reward.type: model`) take the same
+`score(items, update_stats)` call; `reward_worker_class` picks one by config.
+"""
+
+from typing import Dict, List, Sequence
 
 from rlinf.config.schema import RewardConfig
+from rlinf.errors import InputError
 from rlinf.scheduler import Worker
 from rlinf.workers.reward.verifiers import REWARDS
 
 
 class RewardWorker(Worker):
+    INIT_DIST = False  # ranks score independently; no collectives
+
     def __init__(self, cfg: RewardConfig):
         super().__init__()
         self.fn = REWARDS.get(cfg.name)
         self.format_reward = cfg.format_reward
 
-    def score(self, pairs: Sequence[tuple]) -> List[float]:
-        """[(response_text, answer)] -> rewards; a wrong but non-empty answer earns `format_reward`."""
+    @staticmethod
+    def has_state(cfg: RewardConfig) -> bool:
+        """Verifiers keep no state a resumed run needs."""
+        return False
+
+    def score(self, items: Sequence[tuple], update_stats: bool = True) -> List[float]:
+        """[(prompt_text, response_text, answer)] -> rewards; a wrong but non-empty answer earns
+        `format_reward`. The prompt and `update_stats` are unused (the signature is the reward model's)."""
         out = []
-        for response, answer in pairs:
+        for _prompt, response, answer in items:
             r = self.fn(response, answer)
             out.append(r if r > 0 or not response.strip() else self.format_reward)
         return out
+
+
+MODEL = "model"  # the reward model's name in reward.weights
+
+
+def check_weights(weights: Dict[str, float]) -> None:
+    """`reward.weights` names only 'model' and registered verifiers."""
+    unknown = [n for n in weights if n != MODEL and n not in REWARDS]
+    if unknown:
+        raise InputError(f"unknown reward source(s) {unknown}; known: '{MODEL}' and the verifiers "
+                         f"{', '.join(REWARDS.names())}", key="reward.weights")
+
+
+def validate_reward(cfg: RewardConfig) -> None:
+    """Names in the reward section, checked before any worker starts (nothing is loaded)."""
+    REWARDS.get(cfg.name)
+    if cfg.type == "model":
+        check_weights(cfg.weights)
+
+
+def reward_worker_class(cfg: RewardConfig) -> type:
+    """The reward group's worker class for `reward.type`."""
+    if cfg.type == "model":
+        from rlinf.workers.reward.model_worker import RewardModelWorker
+
+        return RewardModelWorker
+    return RewardWorker
