@@ -31,7 +31,7 @@ class FSDPTrainWorker(Worker):
     model: torch.nn.Module
     optimizer: Optional[torch.optim.Optimizer] = None
 
-    def shard_and_build_optimizer(self, lr: float, weight_decay: float) -> int:
+    def shard_model(self) -> int:
         """fully_shard each decoder layer, then the root, over this group's ranks (more than one); returns #params."""
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
@@ -42,8 +42,13 @@ class FSDPTrainWorker(Worker):
             for layer in self.model.model.layers:
                 fully_shard(layer, mesh=mesh)
             fully_shard(self.model, mesh=mesh)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
         return sum(p.numel() for p in self.model.parameters())
+
+    def shard_and_build_optimizer(self, lr: float, weight_decay: float) -> int:
+        """`shard_model`, then AdamW over the (sharded) parameters; returns #params."""
+        n_params = self.shard_model()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        return n_params
 
     def optimizer_step(self, grad_clip: float) -> float:
         """Clip the global gradient norm (0: off), step, zero grads; returns the pre-clip norm."""

@@ -47,11 +47,15 @@ def build_lm_batch(prompts: List[List[int]], rollout: Dict[str, torch.Tensor], p
 
 
 def add_advantages(batch: Dict[str, torch.Tensor], scores: torch.Tensor, group_index: torch.Tensor,
-                   algo: AlgorithmConfig, values: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-    """Advantages and returns from outcome scores (and critic values for GAE) by `algo.adv_estimator`."""
+                   algo: AlgorithmConfig, values: Optional[torch.Tensor] = None,
+                   token_rewards: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    """Advantages and returns by `algo.adv_estimator` from outcome scores, or from per-token rewards when
+    given (KL in the reward: the estimator then reads those, sequence-level ones their sum), and critic
+    values for GAE."""
     advantages, returns = compute_advantages(
-        algo.adv_estimator, mask=batch["response_mask"], scores=scores, group_index=group_index,
-        values=values, gamma=algo.gamma, lam=algo.lam, norm_by_std=algo.norm_adv_by_std,
+        algo.adv_estimator, mask=batch["response_mask"], scores=scores if token_rewards is None else None,
+        token_rewards=token_rewards, group_index=group_index, values=values, gamma=algo.gamma, lam=algo.lam,
+        norm_by_std=algo.norm_adv_by_std,
     )
     out = {**batch, "advantages": advantages, "returns": returns}
     if values is not None:

@@ -8,11 +8,11 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from rlinf.algorithms import ADV_ESTIMATORS, POLICY_LOSSES
+from rlinf.algorithms import ADV_ESTIMATORS, POLICY_LOSSES, AdaptiveKLController, kl_penalized_token_rewards
 from rlinf.config import RLinfConfig
 from rlinf.envs.text import TextSample, load_task
 from rlinf.errors import InputError
@@ -24,6 +24,7 @@ from rlinf.workflows.weight_sync import WeightSync, WeightSyncMixin
 from rlinf.scheduler import Cluster, WorkerGroup
 from rlinf.workers.actor.fsdp_actor import ActorWorker
 from rlinf.workers.critic.fsdp_critic import CriticWorker
+from rlinf.workers.reference.worker import ReferenceWorker
 from rlinf.workers.reward import REWARDS, RewardWorker
 from rlinf.workers.rollout.worker import RolloutWorker
 
@@ -35,6 +36,9 @@ def _validate_names(cfg: RLinfConfig) -> None:
     ADV_ESTIMATORS.get(cfg.algorithm.adv_estimator)
     POLICY_LOSSES.get(cfg.algorithm.policy_loss)
     REWARDS.get(cfg.reward.name)
+    if cfg.algorithm.kl_target is not None and cfg.algorithm.kl_in != "reward":
+        raise InputError("an adaptive KL coefficient (kl_target) needs algorithm.kl_in=reward",
+                         key="algorithm.kl_target")
     if cfg.algorithm.adv_estimator == "gae" and not cfg.critic.enabled:
         raise InputError("'gae' needs a critic: set critic.enabled=true (or use grpo, rloo, ...)",
                          key="algorithm.adv_estimator")
@@ -54,9 +58,11 @@ class ReasoningWorkflow(WeightSyncMixin):
         self.tokenizer = load_tokenizer(cfg.actor.model.path, cfg.actor.model.char_vocab)
         self.task = load_task(cfg.data)
         n_rows = cfg.data.batch_size * cfg.algorithm.group_size
-        if n_rows % placement.world_size("actor"):
-            raise InputError(f"data.batch_size x algorithm.group_size = {n_rows} rows do not split evenly over "
-                             f"{placement.world_size('actor')} actor ranks", key="data.batch_size")
+        for name in ("actor", "reference") if cfg.algorithm.kl_coef > 0 else ("actor",):
+            if n_rows % placement.world_size(name):
+                raise InputError(f"data.batch_size x algorithm.group_size = {n_rows} rows do not split evenly "
+                                 f"over {placement.world_size(name)} {name} ranks", key="data.batch_size")
+        self.kl = AdaptiveKLController(cfg.algorithm.kl_coef, cfg.algorithm.kl_target, cfg.algorithm.kl_horizon)
         self.version = 0          # weights version of the actor (updates done)
         self.weights: WeightSync  # set in start()
         self.groups: List[WorkerGroup] = []
@@ -88,12 +94,21 @@ class ReasoningWorkflow(WeightSyncMixin):
             self.critic = WorkerGroup(cluster, CriticWorker, "critic", devices["critic"],
                                       args=(cfg.critic, cfg.algorithm, vocab, cfg.runner.seed), wait_ready=False)
             self.groups.append(self.critic)
+        self.reference = None
+        if cfg.algorithm.kl_coef > 0:  # pi_ref: the actor's initial policy (same model config and seed)
+            self.reference = WorkerGroup(cluster, ReferenceWorker, "reference", devices["reference"],
+                                         args=(cfg.actor.model, vocab, cfg.runner.seed, cfg.actor.micro_batch_size,
+                                               cfg.rollout), wait_ready=False)
+            self.groups.append(self.reference)
         for group in self.groups:
             group.ready()
         self.weights = WeightSync(self.actor, self.rollout, self.phase)
         if self.critic is not None:
             critic_setup = self.critic.call("setup")
+        reference_setup = self.reference.call("setup") if self.reference is not None else None
         n_params = self.actor.call("setup").wait()[0]
+        if reference_setup is not None:
+            reference_setup.wait()
         if self.critic is not None:
             critic_setup.wait()
         if cfg.reshard.transport != "object_store":  # auto and engine: the resharding engine
@@ -157,10 +172,17 @@ class ReasoningWorkflow(WeightSyncMixin):
     def train(self, rollout: Dict) -> Dict[str, float]:
         batch = build_lm_batch(rollout["prompts"], rollout, self.tokenizer.pad_token_id)
         t0 = time.time()
-        values = None
-        if self.critic is not None:
-            values = torch.cat(self.critic.scatter("compute_values", shard_rows(batch, self.critic.size)).wait())
-        batch = add_advantages(batch, rollout["scores"], rollout["group_index"], self.cfg.algorithm, values)
+        values = ref_logprobs = None
+        # Critic values and reference log-probs are independent: both groups work at once.
+        values_handle = (self.critic.scatter("compute_values", shard_rows(batch, self.critic.size))
+                         if self.critic is not None else None)
+        ref_handle = (self.reference.scatter("compute_logprobs", shard_rows(batch, self.reference.size))
+                      if self.reference is not None else None)
+        if values_handle is not None:
+            values = torch.cat(values_handle.wait())
+        if ref_handle is not None:
+            ref_logprobs = torch.cat(ref_handle.wait())
+        batch, kl_metrics = self.apply_kl(batch, rollout, ref_logprobs, values)
         # Actor and critic updates are independent: run them concurrently, then wait for both.
         actor_handle = self.actor.scatter("update", shard_rows(batch, self.actor.size))
         critic_handle = self.critic.scatter("update", shard_rows(batch, self.critic.size)) if self.critic else None
@@ -182,11 +204,33 @@ class ReasoningWorkflow(WeightSyncMixin):
             "samples": len(rollout["texts"]),
             "tokens": float(mask.sum()),
         })
+        metrics.update(kl_metrics)
         for key, value in rollout.get("dynamic_sampling", {}).items():
             metrics[f"dynamic_sampling/{key}"] = value
         for key, value in rollout.get("dropped", {}).items():  # finished samples not trained on, by reason
             metrics[f"dropped/{key}"] = value
         return metrics
+
+    def apply_kl(self, batch: Dict, rollout: Dict, ref_logprobs: Optional[torch.Tensor],
+                 values: Optional[torch.Tensor]) -> Tuple[Dict, Dict[str, float]]:
+        """Advantages, with the KL to the reference where `algorithm.kl_in` puts it: in the loss (the batch
+        carries `ref_logprobs` to the actor) or in the reward (per-token penalty, coefficient from the
+        adaptive controller, updated after this batch). The KL of the batch is measured against the
+        behaviour log-probs (the sampling policy) with `algorithm.kl_estimator`."""
+        algo, scores, mask = self.cfg.algorithm, rollout["scores"], batch["response_mask"]
+        if ref_logprobs is None:
+            return add_advantages(batch, scores, rollout["group_index"], algo, values), {}
+        coef = self.kl.coef
+        token_rewards, kl_seq = kl_penalized_token_rewards(scores, batch["behaviour_logprobs"], ref_logprobs, mask,
+                                                           coef, algo.kl_estimator)
+        if algo.kl_in == "loss":
+            batch = {**batch, "ref_logprobs": ref_logprobs}
+            token_rewards = None
+        batch = add_advantages(batch, scores, rollout["group_index"], algo, values, token_rewards)
+        kl_mean = float(kl_seq.mean())
+        if algo.kl_in == "reward":
+            self.kl.update(kl_mean, len(kl_seq))
+        return batch, {"kl/seq_mean": kl_mean, "kl/coef": coef}
 
     def evaluate(self) -> Dict[str, float]:
         self.sync_weights()
@@ -205,6 +249,7 @@ class ReasoningWorkflow(WeightSyncMixin):
                    for g in (self.actor, self.critic) if g is not None]
         for h in handles:
             h.wait()
+        torch.save({"kl": self.kl.state()}, f"{path}/workflow.pt")
 
     def checkpoint_mismatch(self, path: str) -> Optional[str]:
         """None when the checkpoint holds exactly this config's training groups, each with this config's
@@ -228,5 +273,8 @@ class ReasoningWorkflow(WeightSyncMixin):
         handles = [g.call("load_checkpoint", f"{path}/{g.name}") for g in (self.actor, self.critic) if g is not None]
         for h in handles:
             h.wait()
+        state_file = Path(path) / "workflow.pt"
+        if state_file.exists():  # checkpoints written before the KL controller had state have none
+            self.kl.load(torch.load(state_file, weights_only=True)["kl"])
         self.version = step
         self.weights.reset()

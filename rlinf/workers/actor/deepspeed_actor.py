@@ -73,8 +73,6 @@ class DeepSpeedActorWorker(ActorWorker):
         deepspeed = _import_deepspeed()
         import torch.distributed as dist
 
-        if self.reference is not None:
-            self.reference.to(self.device)
         if not dist.is_initialized():  # a group of one rank started without a process group
             deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
         self.module.to(self.device)

@@ -53,8 +53,18 @@ def loss_denominator(mask: torch.Tensor, loss_agg: str) -> float:
     return max(float(count), 1.0)
 
 
+@torch.no_grad()
+def sequence_logprobs(model, batch: Dict[str, torch.Tensor], micro_batch_size: int, sampling) -> torch.Tensor:
+    """[N, T] log-probs of the last T (= response) tokens under `sampling`, in micro-batches, no grad."""
+    T = batch["response_mask"].shape[1]
+    parts = [logprobs_from_logits(response_logits(model, mb, T, sampling), mb["input_ids"][:, -T:])
+             for mb in micro_batches(batch, micro_batch_size)]
+    return torch.cat(parts)
+
+
 class ActorWorker(FSDPTrainWorker):
-    """Policy model + optimizer (+ frozen reference when algorithm.kl_coef > 0); one rank per device."""
+    """Policy model + optimizer; one rank per device. With algorithm.kl_in=loss the batch carries the
+    reference group's `ref_logprobs` and kl_coef x KL joins the loss."""
 
     def __init__(self, cfg: ActorConfig, algo: AlgorithmConfig, vocab_size: int, seed: int, sampling=1.0):
         """`sampling`: the rollout's sampling parameters (RolloutConfig / SamplingParams: temperature,
@@ -65,21 +75,12 @@ class ActorWorker(FSDPTrainWorker):
         torch.manual_seed(seed)
         # Same seed on every rank: identical initial weights before sharding.
         self.model = build_causal_lm(cfg.model, vocab_size, seed=seed)
-        self.reference = None
-        if algo.kl_coef > 0:
-            self.reference = build_causal_lm(cfg.model, vocab_size, seed=seed).eval().requires_grad_(False)
 
     def setup(self) -> int:
-        if self.reference is not None:
-            self.reference.to(self.device)
         return self.shard_and_build_optimizer(self.cfg.lr, self.cfg.weight_decay)
 
-    @torch.no_grad()
     def _logprobs(self, model, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-        T = batch["response_mask"].shape[1]
-        parts = [logprobs_from_logits(response_logits(model, mb, T, self.sampling), mb["input_ids"][:, -T:])
-                 for mb in micro_batches(batch, self.cfg.micro_batch_size)]
-        return torch.cat(parts)
+        return sequence_logprobs(model, batch, self.cfg.micro_batch_size, self.sampling)
 
     def update(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         """One PPO-family update on this rank's shard; returns metrics averaged over the group."""
@@ -96,8 +97,6 @@ class ActorWorker(FSDPTrainWorker):
             # detached log-probs are exactly those (see _micro_step); more epochs need them up front.
             batch["old_logprobs"] = self._logprobs(self.model, batch)
             is_metrics = self._importance_weights(batch, batch["old_logprobs"])
-        if self.reference is not None:
-            batch["ref_logprobs"] = self._logprobs(self.reference, batch)
         denominator = loss_denominator(batch["response_mask"], self.algo.loss_agg)
         out = self.train_epochs(batch, self.cfg.micro_batch_size, self.algo.update_epochs, self.cfg.grad_clip,
                                 lambda mb: self._micro_step(mb, T, denominator))
@@ -148,7 +147,7 @@ class ActorWorker(FSDPTrainWorker):
             ent = aggregate_loss(entropy_from_logits(logits), mask, algo.loss_agg, denominator)
             loss = loss - algo.entropy_coef * ent
             out["actor/entropy"] = float(ent.detach())
-        if self.reference is not None:
+        if "ref_logprobs" in mb:  # algorithm.kl_in=loss: the reference group's log-probs came with the batch
             kl = aggregate_loss(kl_penalty(logp, mb["ref_logprobs"], algo.kl_estimator), mask, algo.loss_agg,
                                 denominator)
             loss = loss + algo.kl_coef * kl

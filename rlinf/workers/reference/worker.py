@@ -1,0 +1,34 @@
+"""ReferenceWorker: the frozen reference policy pi_ref, a group of its own placed by
+`cluster.component_placement.reference` and FSDP2-sharded over its ranks like the actor.
+
+pi_ref is the actor's initial policy: the same model config (`actor.model`) and the same seed, so
+before the first update its log-probs equal the actor's. It computes per-token log-probs of the
+rollout's sampling distribution (temperature / top-k / top-p, as the actor does), which the workflow
+turns into the KL to the reference: in the loss (algorithm.kl_in=loss) or in the reward (kl_in=reward).
+"""
+
+from typing import Dict
+
+import torch
+
+from rlinf.config.schema import ModelConfig
+from rlinf.models.causal_lm import build_causal_lm
+from rlinf.workers.actor.fsdp_actor import sequence_logprobs
+from rlinf.workers.fsdp_worker import FSDPTrainWorker, to_device
+from rlinf.workers.rollout.sampling import as_sampling_params
+
+
+class ReferenceWorker(FSDPTrainWorker):
+    def __init__(self, model_cfg: ModelConfig, vocab_size: int, seed: int, micro_batch_size: int, sampling=1.0):
+        super().__init__()
+        self.micro_batch_size = micro_batch_size
+        self.sampling = as_sampling_params(sampling)
+        self.model = build_causal_lm(model_cfg, vocab_size, seed=seed).eval().requires_grad_(False)
+
+    def setup(self) -> int:
+        """Shard over the group's ranks (no optimizer: nothing here trains); returns #params."""
+        return self.shard_model()
+
+    def compute_logprobs(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """[n, T] log pi_ref of this rank's rows' response tokens (on CPU)."""
+        return sequence_logprobs(self.model, to_device(batch, self.device), self.micro_batch_size, self.sampling).cpu()
