@@ -23,9 +23,9 @@ from rlinf.workflows.dynamic_sampling import collect_dynamic
 from rlinf.workflows.weight_sync import WeightSync, WeightSyncMixin
 from rlinf.scheduler import Cluster, WorkerGroup
 from rlinf.workers.actor.fsdp_actor import ActorWorker
-from rlinf.workers.critic.fsdp_critic import CriticWorker
+from rlinf.workers.critic.fsdp_critic import CriticWorker, check_critic_init
 from rlinf.workers.reference.worker import ReferenceWorker
-from rlinf.workers.reward import REWARDS, RewardWorker
+from rlinf.workers.reward import reward_worker_class, validate_reward
 from rlinf.workers.rollout.worker import RolloutWorker
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def _validate_names(cfg: RLinfConfig) -> None:
     """Registry names and combinations, checked before any worker starts."""
     ADV_ESTIMATORS.get(cfg.algorithm.adv_estimator)
     POLICY_LOSSES.get(cfg.algorithm.policy_loss)
-    REWARDS.get(cfg.reward.name)
+    validate_reward(cfg.reward)
     if cfg.algorithm.kl_target is not None and cfg.algorithm.kl_in != "reward":
         raise InputError("an adaptive KL coefficient (kl_target) needs algorithm.kl_in=reward",
                          key="algorithm.kl_target")
@@ -86,13 +86,17 @@ class ReasoningWorkflow(WeightSyncMixin):
                                    args=(cfg.rollout, cfg.actor.model, vocab, tok.eos_token_id, tok.pad_token_id,
                                          cfg.runner.seed), init_dist=False, wait_ready=False)
         self.groups.append(self.rollout)
-        self.reward = WorkerGroup(cluster, RewardWorker, "reward", devices["reward"], args=(cfg.reward,),
-                                  init_dist=False, wait_ready=False)
+        reward_cls = reward_worker_class(cfg.reward)  # rule verifiers or a learned reward model
+        self.reward = WorkerGroup(cluster, reward_cls, "reward", devices["reward"], args=(cfg.reward,),
+                                  init_dist=reward_cls.INIT_DIST, wait_ready=False)
+        self.reward_has_state = reward_cls.has_state(cfg.reward)  # checkpointed under <ckpt>/reward
         self.groups.append(self.reward)
         self.critic = None
         if cfg.critic.enabled:
+            check_critic_init(cfg.critic, cfg.reward.model.path, tok)
             self.critic = WorkerGroup(cluster, CriticWorker, "critic", devices["critic"],
-                                      args=(cfg.critic, cfg.algorithm, vocab, cfg.runner.seed), wait_ready=False)
+                                      args=(cfg.critic, cfg.algorithm, vocab, cfg.runner.seed),
+                                      kwargs={"reward_model_path": cfg.reward.model.path}, wait_ready=False)
             self.groups.append(self.critic)
         self.reference = None
         if cfg.algorithm.kl_coef > 0:  # pi_ref: the actor's initial policy (same model config and seed)
@@ -155,6 +159,7 @@ class ReasoningWorkflow(WeightSyncMixin):
         """n responses per sample spread over the rollout ranks, decoded and scored."""
         prompts = [self.encode(s) for s in samples for _ in range(n)]
         answers = [s.answer for s in samples for _ in range(n)]
+        prompt_texts = [s.prompt for s in samples for _ in range(n)]
         t0 = time.time()
         outs = self.rollout.scatter("generate", split_even(prompts, self.rollout.size), greedy=greedy,
                                     seed=seed).wait()
@@ -162,8 +167,10 @@ class ReasoningWorkflow(WeightSyncMixin):
         t1 = time.time()
         texts = [self.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True)
                  for r, m in zip(rollout["responses"], rollout["mask"])]
-        pairs = list(zip(texts, answers))
-        scores = [s for part in self.reward.scatter("score", split_even(pairs, self.reward.size)).wait() for s in part]
+        items = list(zip(prompt_texts, texts, answers))  # the reward model reads the prompt too
+        # evaluation (greedy) is scored without adding to a reward model's running normalisation
+        scores = [s for part in self.reward.scatter("score", split_even(items, self.reward.size),
+                                                    update_stats=not greedy).wait() for s in part]
         rollout.update(prompts=prompts, texts=texts, scores=torch.tensor(scores, dtype=torch.float32),
                        group_index=torch.arange(len(samples)).repeat_interleave(n),
                        timing={"rollout": t1 - t0, "reward": time.time() - t1})
@@ -241,12 +248,18 @@ class ReasoningWorkflow(WeightSyncMixin):
                 "num_samples": len(self.task.eval)}
 
     # ---- checkpoints --------------------------------------------------------------------------------
+    def _stateful_groups(self) -> List[WorkerGroup]:
+        """Groups whose state a checkpoint holds: actor, critic, and the reward group when it keeps state
+        (a reward model's running normaliser)."""
+        reward = self.reward if self.reward_has_state else None
+        return [g for g in (self.actor, self.critic, reward) if g is not None]
+
     def save_checkpoint(self, path: str) -> None:
         """Every training group writes its shards (model, optimizer, RNG) under `path/<group>`. Rollouts
         keep no state a resumed run needs (generation is seeded by step); under the async schedule the
         schedule writes its queued batches beside this (schedule.pt, see AsyncSchedule)."""
         handles = [g.call("save_checkpoint", f"{path}/{g.name}", {"version": self.version})
-                   for g in (self.actor, self.critic) if g is not None]
+                   for g in self._stateful_groups()]
         for h in handles:
             h.wait()
         torch.save({"kl": self.kl.state()}, f"{path}/workflow.pt")
@@ -254,10 +267,10 @@ class ReasoningWorkflow(WeightSyncMixin):
     def checkpoint_mismatch(self, path: str) -> Optional[str]:
         """None when the checkpoint holds exactly this config's training groups, each with this config's
         tensors (every rank compares its own shards' layout); else the first difference."""
-        groups = [g for g in (self.actor, self.critic) if g is not None]
+        groups = self._stateful_groups()
         names = {g.name for g in groups}
         saved = {child.name for child in Path(path).iterdir() if child.is_dir()}
-        for name in sorted(names | {"actor", "critic"}):
+        for name in sorted(names | {"actor", "critic", "reward"}):
             if name in names and name not in saved:
                 return f"group '{name}' of this config is missing from the checkpoint"
             if name not in names and name in saved:
@@ -270,7 +283,7 @@ class ReasoningWorkflow(WeightSyncMixin):
         return None
 
     def load_checkpoint(self, path: str, step: int) -> None:
-        handles = [g.call("load_checkpoint", f"{path}/{g.name}") for g in (self.actor, self.critic) if g is not None]
+        handles = [g.call("load_checkpoint", f"{path}/{g.name}") for g in self._stateful_groups()]
         for h in handles:
             h.wait()
         state_file = Path(path) / "workflow.pt"
