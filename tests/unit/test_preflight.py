@@ -138,3 +138,49 @@ def test_preflight_libero_task_ids():
     with pytest.raises(InputError) as e:
         preflight(load_config(LIBERO, ["env.task_ids=[3,12]"]))
     assert e.value.key == "env.task_ids" and "[12]" in str(e.value)
+
+
+# ---- reward.type=model: reward.model.path and reward.weights; critic.init_from_reward_model ----------
+def _classifier_config(labels: int = 1, arch: str = "Qwen2ForSequenceClassification") -> str:
+    return json.dumps({"model_type": "qwen2", "architectures": [arch], "id2label": {str(i): f"L{i}" for i in range(labels)}})
+
+
+@pytest.mark.parametrize("name,files,fragment", [
+    ("missing", None, "reward model directory not found"),
+    ("no_config", {"model.safetensors": SAFE}, "has no config.json"),
+    ("causal_lm", {"config.json": _classifier_config(arch="Qwen2ForCausalLM"), "model.safetensors": SAFE},
+     "is not a sequence-classification model"),
+    ("two_labels", {"config.json": _classifier_config(labels=2), "model.safetensors": SAFE}, "with 2 labels"),
+    ("no_weights", {"config.json": _classifier_config()}, "has no weights"),
+])
+def test_preflight_reward_model_path(tmp_path, name, files, fragment):
+    path = str(tmp_path / name) if files is None else _model_dir(tmp_path / name, files)
+    with pytest.raises(InputError, match=fragment) as e:
+        preflight(load_config(ARITH, ["reward.type=model", f"reward.model.path={path}"]))
+    assert e.value.key == "reward.model.path"
+
+
+def test_preflight_reward_model_unset_and_weights(tmp_path):
+    with pytest.raises(InputError, match="is not set") as e:
+        preflight(load_config(ARITH, ["reward.type=model"]))
+    assert e.value.key == "reward.model.path"
+    path = _model_dir(tmp_path / "rm", {"config.json": _classifier_config(), "model.safetensors": SAFE})
+    preflight(load_config(ARITH, ["reward.type=model", f"reward.model.path={path}",
+                                  "reward.weights={model: 1.0, exact_match: 0.5}"]))
+    with pytest.raises(InputError, match="exact_mtch") as e:
+        preflight(load_config(ARITH, ["reward.type=model", f"reward.model.path={path}",
+                                      "reward.weights={model: 1.0, exact_mtch: 0.5}"]))
+    assert e.value.key == "reward.weights"
+    preflight(load_config(ARITH, [f"reward.model.path={tmp_path}/absent"]))  # reward.type=rule: path unused
+
+
+def test_preflight_critic_from_reward_model_vocabulary(tmp_path):
+    from tests.rm_helpers import save_char_reward_model
+
+    path = save_char_reward_model(tmp_path / "rm", chars="0123456789+-=")
+    base = ["algorithm.adv_estimator=gae", "critic.enabled=true", "critic.init_from_reward_model=true",
+            f"reward.model.path={path}"]
+    preflight(load_config(ARITH, base + ["actor.model.char_vocab=0123456789+-="]))
+    with pytest.raises(InputError, match="vocabulary of 16 tokens, the policy 15") as e:
+        preflight(load_config(ARITH, base))  # the recipe's policy alphabet is 0123456789+=
+    assert e.value.key == "critic.init_from_reward_model"
