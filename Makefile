@@ -14,7 +14,7 @@ DROP_PACKAGES ?= torchvision torchaudio torchcodec
 CONFIG ?= configs/grpo_arith.yaml
 STAMP := $(VENV)/.rlinf-installed
 
-.PHONY: setup run test test-slow test-fast apt docs clean
+.PHONY: setup run test test-slow test-fast test-gpu apt docs clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,10 @@ test: setup apt
 
 test-slow: setup apt
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -ra --durations=0 -m "learning or extended" tests
+
+# GPU hosts: the checks that need CUDA (offload frees device memory, ...); skipped elsewhere.
+test-gpu: setup
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -ra tests/gpu
 
 test-fast: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow and not learning and not extended" tests

@@ -160,7 +160,9 @@ class ActorConfig:
                                                   "minibatch (gradient accumulation, one optimizer step per "
                                                   "minibatch; bounds activation memory of large VLAs); null: the "
                                                   "whole minibatch in one pass.", min=1)
-    offload: bool = _f(False, "Offload model and optimizer state between phases (colocated placement).")
+    offload: bool = _f(False, "Colocated placement, sync schedule: the actor's and the reference's parameters, "
+                       "gradients and optimizer state leave the device in the phases that do not need them "
+                       "(rlinf.runners.residency says who moves when).")
 
 
 @dataclass
@@ -170,6 +172,8 @@ class CriticConfig:
     lr: float = _f(1e-4, "Critic learning rate.", min=0.0)
     micro_batch_size: int = _f(8, "Sequences per critic forward/backward.", min=1)
     grad_clip: float = _f(1.0, "Critic gradient-norm clip (0: off).", min=0.0)
+    offload: bool = _f(False, "Colocated placement, sync schedule: the critic's state leaves the device outside "
+                       "the train phase.")
     init_from_reward_model: bool = _f(False, "Start the critic from reward.model.path (its transformer and its "
                                       "one-label head as the value head), the usual RLHF recipe.")
 
@@ -183,6 +187,9 @@ class RolloutConfig:
     top_k: int = _f(0, "Top-k sampling (0: off).", min=0)
     max_new_tokens: int = _f(16, "Tokens generated per sample at most.", min=1)
     stop: List[str] = _f(help="Stop strings.", factory=list)
+    offload: bool = _f(False, "Colocated placement, sync schedule: the rollout sleeps outside generation (vLLM "
+                       "sleep level 1 / wake_up where the platform supports it; the transformers engine keeps "
+                       "its weights, which are bound to the resharding engine's views).")
     vllm_kv_cache_gib: int = _f(1, "engine=vllm on CPU: KV-cache memory per rollout rank in GiB "
                                 "(VLLM_CPU_KVCACHE_SPACE).", min=1)
     vllm_gpu_memory_utilization: float = _f(0.5, "engine=vllm on GPU: fraction of GPU memory vLLM may take "

@@ -97,6 +97,7 @@ class Runner:
         t_start = time.time()
         eval_start = self.run_dir.start_eval() if self.start_step else None
         if eval_start is None:
+            self.schedule.enter(wf, "evaluate")
             eval_start = wf.evaluate()
             self.run_dir.log_metrics(0, {f"eval/{k}": v for k, v in eval_start.items()})
         logger.info("eval at start: %s", eval_start)
@@ -120,6 +121,7 @@ class Runner:
                 metrics.update({"time/step_s": dt, "throughput/samples_per_s": metrics.get("samples", 0) / dt,
                                 "throughput/tokens_per_s": metrics.get("tokens", 0) / dt})
                 if cfg.eval_interval and (step + 1) % cfg.eval_interval == 0 and step + 1 < cfg.max_steps:
+                    self.schedule.enter(wf, "evaluate")
                     evaluation = wf.evaluate()
                     metrics.update({f"eval/{k}": v for k, v in evaluation.items()})
                     if cfg.stop_metric is not None and evaluation[cfg.stop_metric] >= cfg.stop_value:
@@ -139,6 +141,7 @@ class Runner:
             self.run_dir.log_metrics(last_step, dropped)
         progress.close()
         if eval_final is None:
+            self.schedule.enter(wf, "evaluate")
             eval_final = wf.evaluate()
             self.run_dir.log_metrics(last_step, {f"eval/{k}": v for k, v in eval_final.items()})
         else:

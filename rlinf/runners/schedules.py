@@ -21,6 +21,7 @@ from rlinf.config import RLinfConfig
 from rlinf.errors import InputError
 from rlinf.placement import Placement
 from rlinf.runners import checkpoints
+from rlinf.runners.residency import Residency
 from rlinf.scheduler.worker_group import WaitTimeoutError
 
 logger = logging.getLogger(__name__)
@@ -38,19 +39,32 @@ def _saved_batches(path: str) -> Optional[dict]:
 
 
 class SyncSchedule:
-    """On-policy: sync weights, generate and score the step's batch, then train on it."""
+    """On-policy: sync weights, generate and score the step's batch, then train on it. In colocated
+    placement it owns residency (`rlinf.runners.residency`): before each phase the groups the phase
+    does not need leave the devices it uses, and those it needs come back."""
 
     name = "sync"
 
-    def __init__(self):
+    def __init__(self, residency: Optional[Residency] = None):
         self.summary: dict = {}  # per instance: nothing to report, but never shared between runs
+        self.residency = residency
+
+    def enter(self, workflow, phase: str) -> None:
+        """Make the groups `phase` needs resident (see rlinf.runners.residency); the runner calls it
+        before an evaluation, `next_batch` before each of its own phases."""
+        if self.residency is not None:
+            self.residency.enter(phase, workflow.groups)
 
     def start(self, workflow, start_step: int, max_steps: int) -> None:
         pass
 
     def next_batch(self, workflow, step: int):
+        self.enter(workflow, "sync_weights")
         workflow.sync_weights()
-        return workflow.collect(step)
+        self.enter(workflow, "collect")
+        batch = workflow.collect(step)
+        self.enter(workflow, "train")  # the runner trains on the batch next
+        return batch
 
     def after_update(self, workflow, step: int) -> None:
         pass
@@ -122,6 +136,9 @@ class AsyncSchedule:
     """
 
     name = "async"
+
+    def enter(self, workflow, phase: str) -> None:
+        """Nothing moves under the async schedule: its phases overlap (offload is for colocated sync runs)."""
 
     def __init__(self, max_staleness: int, timeout_s: float, checkpoints: bool = True):
         self.max_staleness = max_staleness
@@ -401,12 +418,28 @@ class AsyncSchedule:
             return summary
 
 
+def _residency(cfg: RLinfConfig, placement: Placement) -> Optional[Residency]:
+    """The residency plan of a colocated run whose config lets groups offload (None otherwise)."""
+    offloadable = set()
+    if cfg.actor.offload:
+        offloadable |= {"actor", "reference"}
+    if cfg.critic.offload:
+        offloadable.add("critic")
+    if cfg.rollout.offload:
+        offloadable.add("rollout")
+    if not offloadable:
+        return None
+    if placement.mode != "colocated":
+        logger.info("offload asked for in %s placement: groups on devices of their own never move", placement.mode)
+    return Residency(placement.devices, offloadable)
+
+
 def make_schedule(cfg: RLinfConfig, placement: Placement):
     name = cfg.runner.schedule
     if name == "auto":
         name = "sync" if cfg.algorithm.max_staleness == 0 else "async"
     if name == "sync":
-        return SyncSchedule()
+        return SyncSchedule(_residency(cfg, placement))
     if name == "async":
         return AsyncSchedule(cfg.algorithm.max_staleness, cfg.cluster.wait_timeout_s,
                              checkpoints=cfg.runner.save_interval > 0)

@@ -143,6 +143,20 @@ class FSDPTrainWorker(Worker):
     def onload(self) -> None:
         self._move(self.device)
 
+    def device_memory_bytes(self) -> int:
+        """Bytes the allocator holds on this rank's accelerator (0 on CPU): what an offload frees."""
+        return torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else 0
+
+    def state_digest(self) -> Dict[str, float]:
+        """Sum and sum of squares of every local parameter and optimizer-state tensor, in float64: equal
+        digests before an offload and after the onload say the state came back unchanged."""
+        tensors = [p.detach() for p in self.model.parameters()]
+        for state in (self.optimizer.state.values() if self.optimizer else []):
+            tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+        local = [t.to_local() if hasattr(t, "to_local") else t for t in tensors]
+        return {"sum": float(sum(t.double().sum() for t in local)),
+                "sq": float(sum(t.double().square().sum() for t in local))}
+
     def _move(self, device) -> None:
         if self.device.type == "cpu":
             return

@@ -59,6 +59,9 @@ def is_async(cfg: RLinfConfig) -> bool:
 def validate(cfg: RLinfConfig, placement: Placement) -> None:
     """Reject what embodied PPO cannot run, naming the key, before any worker starts."""
     check_env(cfg.env)
+    for key, asked in (("actor.offload", cfg.actor.offload), ("rollout.offload", cfg.rollout.offload)):
+        if asked:  # the embodied actor and policy rollout have no offload / onload (yet)
+            raise InputError("embodied runs do not offload between phases; set it to false", key=key)
     if cfg.critic.enabled:
         raise InputError("embodied PPO uses the actor-critic's value head; set critic.enabled=false",
                          key="critic.enabled")

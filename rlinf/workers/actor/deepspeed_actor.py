@@ -107,6 +107,17 @@ class DeepSpeedActorWorker(ActorWorker):
         norm = self.model.get_global_grad_norm()
         return float(norm) if norm is not None else 0.0
 
+    # ---- residency (the schedule decides when: rlinf.runners.residency) ----------------------------
+    def offload(self) -> None:
+        """DeepSpeed's own `offload_states` (parameters, gradients, optimizer state to host memory); a no-op
+        on CPU devices. Untested here (no GPU): DeepSpeed documents it for ZeRO stage 3."""
+        if self.device.type != "cpu":
+            self.model.offload_states()
+
+    def onload(self) -> None:
+        if self.device.type != "cpu":
+            self.model.reload_states()
+
     # ---- weights out ----------------------------------------------------------------------------
     def _gathered(self, params: List[torch.nn.Parameter]):
         if self.zero_stage < 3:

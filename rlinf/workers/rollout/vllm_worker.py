@@ -225,6 +225,14 @@ class VLLMRolloutWorker(Worker):
         self.llm.sleep(level=level)  # untested here: needs enable_sleep_mode on a GPU host
         return True
 
+    def offload(self) -> bool:
+        """The schedule's offload (rlinf.runners.residency): sleep level 1 (weights to host memory, KV cache
+        dropped) where vLLM supports it."""
+        return self.sleep(level=1)
+
+    def onload(self) -> bool:
+        return self.wake_up()
+
     def wake_up(self) -> bool:
         from vllm.platforms import current_platform
 

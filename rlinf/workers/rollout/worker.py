@@ -59,6 +59,15 @@ class RolloutWorker(ModuleReshardTarget, Worker):
         gen = sample(self.model, prompts, params, self.eos_id, self.pad_id, self.generator)
         return {"responses": gen.responses, "logprobs": gen.logprobs, "mask": gen.mask, "version": self.version}
 
+    # ---- residency (the schedule decides when: rlinf.runners.residency) ----------------------------
+    def offload(self) -> bool:
+        """Nothing moves: the weights are bound to the resharding engine's views (its arena or its
+        received buffers), and the KV cache lives only inside a `generate` call. False: not offloaded."""
+        return False
+
+    def onload(self) -> bool:
+        return False
+
     def state_dict_numpy(self) -> Dict[str, np.ndarray]:
         """The generation weights as arrays (tests compare them bit for bit with the actor's)."""
         return {k: v.detach().cpu().float().numpy() for k, v in self.model.state_dict().items()}
