@@ -260,6 +260,10 @@ class RewardConfig:
     name: str = _f("exact_match", "Reward function name (registry in rlinf.workers.reward).")
     format_reward: float = _f(0.0, "Reward given instead of 0 when the verifier scores a non-empty answer 0.")
     model: RewardModelConfig = _f(help="The learned reward model (reward.type=model).", factory=RewardModelConfig)
+    eval_verifiers: Dict[str, str] = _f(help="Verifiers scored on the held-out responses at every evaluation and "
+                                        "reported as eval/<name>_reward, never trained on: e.g. {gold: "
+                                        "synthetic_gold}, a gold reward that shows reward-model over-optimisation.",
+                                        factory=dict)
     weights: Dict[str, float] = _f(help="reward.type=model: the reward is the weighted sum of the sources named here "
                                    "('model' and verifier names, e.g. {model: 1.0, exact_match: 0.5}); empty: "
                                    "the reward model's score alone.", factory=dict)

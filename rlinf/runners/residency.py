@@ -17,7 +17,8 @@ Phases and the groups they need on their devices (`PHASE_NEEDS`):
     sync_weights   actor, rollout                    (the actor's weights go to the rollout)
     collect        rollout, reward, env              (generate / simulate and score)
     train          actor, critic, reference          (reference log-probs, values, updates)
-    evaluate       actor, rollout, reward, env       (sync, then greedy generation)
+    evaluate       actor, rollout, reward, env,      (sync, greedy generation; the reference for
+                   reference                          the KL of the policy to it)
 
 Rule: a group that may offload, is resident, is not needed in the phase and shares a device with a
 group that is needed leaves first (so the device has room), then every needed group that is not
@@ -36,7 +37,7 @@ PHASE_NEEDS: Dict[str, Set[str]] = {
     "sync_weights": {"actor", "rollout"},
     "collect": {"rollout", "reward", "env"},
     "train": {"actor", "critic", "reference"},
-    "evaluate": {"actor", "rollout", "reward", "env"},
+    "evaluate": {"actor", "rollout", "reward", "env", "reference"},
 }
 
 

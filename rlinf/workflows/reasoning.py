@@ -25,10 +25,12 @@ from rlinf.scheduler import Cluster, WorkerGroup
 from rlinf.workers.actor.fsdp_actor import ActorWorker
 from rlinf.workers.critic.fsdp_critic import CriticWorker, check_critic_init
 from rlinf.workers.reference.worker import ReferenceWorker
-from rlinf.workers.reward import reward_worker_class, validate_reward
+from rlinf.workers.reward import REWARDS, reward_worker_class, validate_reward
 from rlinf.workers.rollout.worker import RolloutWorker
 
 logger = logging.getLogger(__name__)
+
+EVAL_KL_SEED = 7_654_321  # the sampled responses `eval_kl` measures (the same at every evaluation)
 
 
 def _validate_names(cfg: RLinfConfig) -> None:
@@ -36,6 +38,10 @@ def _validate_names(cfg: RLinfConfig) -> None:
     ADV_ESTIMATORS.get(cfg.algorithm.adv_estimator)
     POLICY_LOSSES.get(cfg.algorithm.policy_loss)
     validate_reward(cfg.reward)
+    unknown = sorted(v for v in cfg.reward.eval_verifiers.values() if v not in REWARDS)
+    if unknown:
+        raise InputError(f"unknown verifier(s) {unknown}; known: {', '.join(REWARDS.names())}",
+                         key="reward.eval_verifiers")
     if cfg.algorithm.kl_target is not None and cfg.algorithm.kl_in != "reward":
         raise InputError("an adaptive KL coefficient (kl_target) needs algorithm.kl_in=reward",
                          key="algorithm.kl_target")
@@ -155,8 +161,9 @@ class ReasoningWorkflow(WeightSyncMixin):
         return collect_dynamic(generate_round, self.cfg.data.batch_size, algo.dynamic_sampling_max_rounds,
                                self.tokenizer.pad_token_id)
 
-    def generate(self, samples: List[TextSample], n: int, greedy: bool = False, seed: Optional[int] = None) -> Dict:
-        """n responses per sample spread over the rollout ranks, decoded and scored."""
+    def generate(self, samples: List[TextSample], n: int, greedy: bool = False, seed: Optional[int] = None,
+                 score: bool = True) -> Dict:
+        """n responses per sample spread over the rollout ranks, decoded and (unless `score` is False) scored."""
         prompts = [self.encode(s) for s in samples for _ in range(n)]
         answers = [s.answer for s in samples for _ in range(n)]
         prompt_texts = [s.prompt for s in samples for _ in range(n)]
@@ -167,6 +174,9 @@ class ReasoningWorkflow(WeightSyncMixin):
         t1 = time.time()
         texts = [self.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True)
                  for r, m in zip(rollout["responses"], rollout["mask"])]
+        if not score:
+            rollout.update(prompts=prompts, texts=texts)
+            return rollout
         items = list(zip(prompt_texts, texts, answers))  # the reward model reads the prompt too
         # evaluation (greedy) is scored without adding to a reward model's running normalisation
         scores = [s for part in self.reward.scatter("score", split_even(items, self.reward.size),
@@ -240,12 +250,35 @@ class ReasoningWorkflow(WeightSyncMixin):
         return batch, {"kl/seq_mean": kl_mean, "kl/coef": coef}
 
     def evaluate(self) -> Dict[str, float]:
+        """Greedy responses to the held-out prompts: accuracy and mean reward; with a reward model its raw
+        score (`rm_reward`); each of `reward.eval_verifiers` (`<name>_reward`); with a reference the KL
+        of the policy to it (`kl`, see `eval_kl`)."""
         self.sync_weights()
         with self.phase("evaluate"):
             out = self.generate(self.task.eval, 1, greedy=True, seed=0)
-        scores = out["scores"]
-        return {"accuracy": float((scores >= 1.0).float().mean()), "reward": float(scores.mean()),
-                "num_samples": len(self.task.eval)}
+            result = {"accuracy": float((out["scores"] >= 1.0).float().mean()), "reward": float(out["scores"].mean()),
+                      "num_samples": len(self.task.eval)}
+            prompts = [s.prompt for s in self.task.eval]
+            if self.cfg.reward.type == "model":
+                parts = self.reward.scatter("model_scores", split_even(prompts, self.reward.size),
+                                            split_even(out["texts"], self.reward.size)).wait()
+                result["rm_reward"] = float(torch.cat(parts).mean())
+            for name, verifier in self.cfg.reward.eval_verifiers.items():
+                fn = REWARDS.get(verifier)
+                result[f"{name}_reward"] = sum(fn(t, s.answer) for t, s in zip(out["texts"], self.task.eval)) / len(prompts)
+            if self.reference is not None:
+                result["kl"] = self.eval_kl()
+        return result
+
+    def eval_kl(self) -> float:
+        """Mean sequence KL(pi || pi_ref) on the held-out prompts, estimated with k1 = sum_t (log pi - log
+        pi_ref) over one response per prompt *sampled* from the policy (seeded; greedy responses would
+        not estimate it), both log-probs of the rollout's sampling distribution."""
+        out = self.generate(self.task.eval, 1, seed=EVAL_KL_SEED, score=False)
+        batch = build_lm_batch(out["prompts"], out, self.tokenizer.pad_token_id)
+        ref = torch.cat(self.reference.scatter("compute_logprobs", shard_rows(batch, self.reference.size)).wait())
+        mask = batch["response_mask"]
+        return float(((batch["behaviour_logprobs"] - ref) * mask).sum(1).mean())
 
     # ---- checkpoints --------------------------------------------------------------------------------
     def _stateful_groups(self) -> List[WorkerGroup]:

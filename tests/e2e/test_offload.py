@@ -33,11 +33,10 @@ def test_colocated_offload_transitions_follow_the_phases(cluster, tmp_path):
     def moves(group):
         return [e["name"] for e in spans if names[e["pid"]] == group and e["name"] in ("offload", "onload")]
 
-    # eval at start: the reference is in the way (evaluate needs actor, rollout, reward);
-    # each step: sync (reference leaves, except in step 1 where it is already out), collect (actor
-    # leaves), train (actor and reference come back); eval at end: the reference leaves again.
+    # evaluations need everyone (the reference for the KL); each step: sync (the reference is in the
+    # way), collect (the actor leaves), train (actor and reference come back).
     assert moves("actor") == ["offload", "onload"] * 2
-    assert moves("reference") == ["offload", "onload", "offload", "onload", "offload"]
+    assert moves("reference") == ["offload", "onload"] * 2
     assert moves("rollout") == [] and moves("reward") == []  # rollout.offload is off; reward never moves
     actor = [e for e in spans if names[e["pid"]] == "actor" and e["name"] in ("offload", "onload", "update")]
     for i, e in enumerate(actor):

@@ -63,3 +63,13 @@ def math_verify(response: str, answer: str) -> float:
     target = extract_answer(response)
     pred = parse(target if any(c in target for c in "$\\") else f"${target}$")
     return 1.0 if gold and pred and verify(gold, pred) else 0.0
+
+
+@REWARDS.register("synthetic_gold")
+def synthetic_gold(response: str, answer: str) -> float:
+    """The hidden gold reward of `data.task: synthetic_prompts` (answer = the letter the prompt names):
+    `rlinf.envs.text.synthetic_preference.gold_reward`. Used to watch a learned reward model's policy
+    (reward.eval_verifiers: {gold: synthetic_gold}), not to train on."""
+    from rlinf.envs.text.synthetic_preference import gold_reward, make_prompt
+
+    return gold_reward(make_prompt(answer), response)
