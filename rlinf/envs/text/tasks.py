@@ -5,15 +5,23 @@
   whole operand pairs (a deterministic ~1/5 of them), so eval accuracy measures generalisation,
   not recall of trained prompts.
 - `jsonl`: GSM8K-format lines `{"question": ..., "answer": "... #### 42"}` from `data.path`.
+- `prompts`: RL prompts from a user's jsonl / parquet / arrow file (`data.path`, column
+  `data.prompt_key`, optional reference answers in `data.answer_key`); see rlinf.envs.text.files.
+- `preference`: preference pairs (prompt, chosen, rejected, optional margin) from such a file, for
+  reward-model training; items are `PreferencePair`s.
+- `synthetic_preference`: seeded preference pairs labelled by a hidden gold scorer with label noise;
+  `synthetic_prompts`: prompts of the same distribution for RL against a learned reward model
+  (rlinf.envs.text.synthetic_preference, `gold_reward`).
 - any reasoning-gym task name (e.g. `basic_arithmetic`, `chain_sum`): its seeded generator; the eval
   split uses a different seed.
+File tasks hold out `data.eval_path` when set, else the last `data.eval_size` rows of `data.path`.
 """
 
 import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List
+from typing import List, Union
 
 from rlinf.config.schema import DataConfig
 from rlinf.errors import InputError
@@ -27,9 +35,20 @@ class TextSample:
 
 
 @dataclass
+class PreferencePair:
+    """One human (or gold-scorer) judgement: `chosen` is preferred to `rejected` as a response to
+    `prompt`; `margin` m enters the Bradley-Terry loss -log sigmoid(r_chosen - r_rejected - m)."""
+    prompt: str
+    chosen: str
+    rejected: str
+    margin: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
 class TaskSplit:
-    train: List[TextSample]
-    eval: List[TextSample]
+    train: List[Union[TextSample, PreferencePair]]
+    eval: List[Union[TextSample, PreferencePair]]
 
 
 def _arith(cfg: DataConfig) -> TaskSplit:
@@ -96,9 +115,21 @@ def _reasoning_gym(cfg: DataConfig) -> TaskSplit:
     return TaskSplit(convert(train_ds), convert(eval_ds))
 
 
+# Task kinds whose items are PreferencePairs (reward-model training) rather than prompts.
+PREFERENCE_TASKS = ("preference", "synthetic_preference")
+
+
 def load_task(cfg: DataConfig) -> TaskSplit:
     if cfg.task == "arith":
         return _arith(cfg)
     if cfg.task == "jsonl":
         return _jsonl(cfg)
+    if cfg.task in ("prompts", "preference"):  # imported here: `datasets` only for file tasks
+        from rlinf.envs.text.files import load_file_task
+
+        return load_file_task(cfg)
+    if cfg.task in ("synthetic_preference", "synthetic_prompts"):
+        from rlinf.envs.text.synthetic_preference import load_synthetic
+
+        return load_synthetic(cfg)
     return _reasoning_gym(cfg)
