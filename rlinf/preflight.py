@@ -35,6 +35,16 @@ def preflight(cfg: RLinfConfig) -> None:
             check_reward_model(cfg)
         if cfg.critic.enabled and cfg.critic.init_from_reward_model:
             _check_critic_from_reward_model(cfg)
+        if cfg.data.task in ("prompts", "preference"):
+            _check_data_files(cfg)
+
+
+def _check_data_files(cfg: RLinfConfig) -> None:
+    """Prompt / preference files (data.path, data.eval_path): readable, with the configured columns and no
+    malformed row; the error names the file, the row and the column (rlinf.envs.text.files)."""
+    from rlinf.envs.text.files import load_file_task
+
+    load_file_task(cfg.data)
 
 
 def _check_embodied(cfg: RLinfConfig) -> None:
