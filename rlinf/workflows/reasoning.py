@@ -260,8 +260,8 @@ class ReasoningWorkflow(WeightSyncMixin):
                       "num_samples": len(self.task.eval)}
             prompts = [s.prompt for s in self.task.eval]
             if self.cfg.reward.type == "model":
-                parts = self.reward.scatter("model_scores", split_even(prompts, self.reward.size),
-                                            split_even(out["texts"], self.reward.size)).wait()
+                pairs = list(zip(prompts, out["texts"]))  # scatter takes one list of shards
+                parts = self.reward.scatter("raw_scores", split_even(pairs, self.reward.size)).wait()
                 result["rm_reward"] = float(torch.cat(parts).mean())
             for name, verifier in self.cfg.reward.eval_verifiers.items():
                 fn = REWARDS.get(verifier)

@@ -180,6 +180,10 @@ class RewardModelWorker(Worker):
             out.append(logits[:, 0].float().cpu())
         return torch.cat(out) if out else torch.zeros(0)
 
+    def raw_scores(self, pairs: Sequence[tuple]) -> torch.Tensor:
+        """[(prompt_text, response_text)] -> [N] raw reward-model scores (no normalisation, no verifiers)."""
+        return self.model_scores([p for p, _ in pairs], [r for _, r in pairs])
+
     def _update_norm(self, raw: torch.Tensor) -> None:
         """Add this rank's shard to the running statistics, merged over all ranks in rank order."""
         n, mean, m2 = RunningNorm.moments(raw)
