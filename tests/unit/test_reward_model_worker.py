@@ -52,6 +52,12 @@ def test_long_sequences_keep_the_end(rm_path):
     assert worker.score(items) == pytest.approx(_expected_raw(rm_path, items, max_length=8), abs=1e-5)
 
 
+def test_text_outside_a_char_alphabet_is_input_error(rm_path):
+    with pytest.raises(InputError, match="cannot encode") as e:
+        _worker(rm_path).score([("1+1=", "two", "2")])
+    assert e.value.key == "reward.model.path"
+
+
 def test_pad_right_masks_the_tail():
     ids, mask = pad_right([[5, 6, 7], [8]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]

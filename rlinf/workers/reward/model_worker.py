@@ -171,7 +171,12 @@ class RewardModelWorker(Worker):
     @torch.no_grad()
     def model_scores(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
         """[N] raw reward-model scores (float32, CPU), micro-batched."""
-        seqs = [reward_model_ids(self.tokenizer, p, r, self.cfg.model.max_length) for p, r in zip(prompts, responses)]
+        try:
+            seqs = [reward_model_ids(self.tokenizer, p, r, self.cfg.model.max_length)
+                    for p, r in zip(prompts, responses)]
+        except ValueError as e:  # a character tokenizer meets a character outside its alphabet
+            raise InputError(f"the reward model's tokenizer cannot encode a prompt or response: {e}",
+                             key="reward.model.path") from None
         out = []
         mbs = self.cfg.model.micro_batch_size
         for i in range(0, len(seqs), mbs):
