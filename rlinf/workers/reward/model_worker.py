@@ -3,7 +3,7 @@
 
 - The model is a one-label sequence classifier loaded from `reward.model.path` with its OWN tokenizer
   (`rlinf.models.reward_model.load_reward_model`; a generic fast tokenizer is read as saved, see
-  `tokenizer_as_saved`): it reads the decoded text, so the policy and the reward model need not share
+  `rlinf.models.tokenizer.tokenizer_as_saved`): it reads the decoded text, so the policy and the reward model need not share
   a vocabulary.
 - Input: prompt + response through the reward model's chat template (a user and an assistant message)
   when its tokenizer has one, else the concatenated text followed by EOS (what TRL's RewardTrainer trains
@@ -42,29 +42,6 @@ STATE_FILE = "reward_state.json"
 
 
 # Tokenizer classes that mean "tokenizer.json as saved" (no model-specific rebuilding).
-_GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
-
-
-def tokenizer_as_saved(path: str, tok):
-    """The tokenizer the reward model was trained with. transformers 5's AutoTokenizer replaces a generic fast
-    tokenizer saved beside the config of some model types (qwen2 among them) with that type's own class,
-    which rebuilds the pre-tokenizer: a custom tokenizer (e.g. char-level, as a tiny RM trained with TRL
-    saves) would then split text differently from training. Such a tokenizer is read from tokenizer.json
-    as saved."""
-    config_file = Path(path) / "tokenizer_config.json"
-    if not hasattr(tok, "backend_tokenizer") or not config_file.is_file():
-        return tok  # rlinf's char tokenizer, or a slow tokenizer
-    saved_class = json.loads(config_file.read_text()).get("tokenizer_class")
-    if saved_class not in _GENERIC_TOKENIZERS or type(tok).__name__ in _GENERIC_TOKENIZERS:
-        return tok
-    from transformers import PreTrainedTokenizerFast
-
-    saved = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
-    if saved.pad_token_id is None:
-        saved.pad_token = saved.eos_token
-    return saved
-
-
 def resolve_weights(weights: Dict[str, float]) -> Tuple[float, List[Tuple[str, Callable, float]]]:
     """(weight of the model score, [(verifier name, fn, weight)]) from `reward.weights`; empty: (1.0, [])."""
     if not weights:
@@ -157,7 +134,7 @@ class RewardModelWorker(Worker):
         self.cfg = cfg
         self.model_weight, self.verifiers = resolve_weights(cfg.weights)
         model, tokenizer = load_reward_model(cfg.model.path)
-        self.tokenizer = tokenizer_as_saved(cfg.model.path, tokenizer)
+        self.tokenizer = tokenizer
         self.model = model.to(self.device)
         self.pad_id = int(self.model.config.pad_token_id)
         self.norm = RunningNorm() if cfg.model.normalize == "running" else None
