@@ -10,7 +10,9 @@ split evenly over the group's ranks (`data.batch_size` must divide), tokenized i
 
 One group, `actor` (its placement key and checkpoint folder): RewardModelTrainer, the reward model
 built from `actor.model` (tiny from config or a local Hugging Face directory), trained with lr
-`actor.lr`, clip `actor.grad_clip`, `actor.micro_batch_size` pairs per forward.
+`actor.lr`, clip `actor.grad_clip`, `actor.micro_batch_size` pairs per forward, data parallel with
+FSDP2 (`actor.backend: fsdp`) or DeepSpeed ZeRO (`actor.backend: deepspeed`, stage `actor.zero_stage`;
+rlinf.workers.reward.rm_deepspeed).
 
 evaluate() -> {pair_accuracy, loss, reward_gap, num_pairs} on the held-out pairs: fraction with
 r_chosen > r_rejected, the mean Bradley-Terry loss and the mean r_chosen - r_rejected.
@@ -51,9 +53,6 @@ def validate(cfg: RLinfConfig) -> None:
     if cfg.runner.schedule not in ("auto", "sync") or cfg.algorithm.max_staleness > 0:
         raise InputError("reward-model training runs under the sync schedule only (set runner.schedule=sync and "
                          "algorithm.max_staleness=0)", key="runner.schedule")
-    if cfg.actor.backend != "fsdp":
-        raise InputError(f"reward-model training supports actor.backend=fsdp only (got '{cfg.actor.backend}')",
-                         key="actor.backend")
     if cfg.data.task not in PREFERENCE_TASKS:
         raise InputError(f"reward-model training needs preference pairs: data.task must be one of "
                          f"{', '.join(PREFERENCE_TASKS)} (got '{cfg.data.task}')", key="data.task")
@@ -100,7 +99,10 @@ class RewardModelWorkflow:
 
     def start(self, cluster: Cluster) -> None:
         cfg = self.cfg
-        self.trainer = WorkerGroup(cluster, RewardModelTrainer, GROUP, self.placement.devices[GROUP],
+        trainer_cls = RewardModelTrainer
+        if cfg.actor.backend == "deepspeed":
+            from rlinf.workers.reward.rm_deepspeed import DeepSpeedRewardModelTrainer as trainer_cls
+        self.trainer = WorkerGroup(cluster, trainer_cls, GROUP, self.placement.devices[GROUP],
                                    args=(cfg.actor, len(self.tokenizer), cfg.runner.seed))
         self.groups.append(self.trainer)
         n_params = self.trainer.call("setup").wait()[0]

@@ -45,18 +45,12 @@ def four_steps(cluster, tmp_path_factory):
     return cfg, summary, out
 
 
-def test_saved_reward_model_loads_with_transformers_and_scores_as_the_workers(four_steps):
+def _transformers_metrics(cfg, export):
+    """Held-out pair metrics of the exported directory, scored by plain transformers."""
     from transformers import AutoModelForSequenceClassification
 
     from rlinf.models.tokenizer import load_tokenizer
 
-    cfg, full, out = four_steps
-    rows = _train_rows(out)
-    assert sorted(rows) == [1, 2, 3, 4] and all(r["samples"] == 8 for r in rows.values())
-    assert all(r["rm/grad_norm"] > 0 for r in rows.values())
-    # The step-4 export, read by plain transformers, scores the held-out pairs as the workers did (the
-    # final evaluation: 15 pairs over 2 ranks, one padded).
-    export = out / "checkpoints" / "step_000004" / "reward_model"
     assert {"config.json", "model.safetensors"} <= {p.name for p in export.iterdir()}
     model = AutoModelForSequenceClassification.from_pretrained(export).eval()
     tok = load_tokenizer(str(export))
@@ -66,11 +60,40 @@ def test_saved_reward_model_loads_with_transformers_and_scores_as_the_workers(fo
         n, _, width = batch["input_ids"].shape
         scores = model(input_ids=batch["input_ids"].reshape(2 * n, width),
                        attention_mask=batch["attention_mask"].reshape(2 * n, width)).logits.reshape(n, 2)
-    mine, final = pair_metrics(scores, batch["margin"]), full["eval"]["final"]
+    return pair_metrics(scores, batch["margin"])
+
+
+def _assert_same_scores(mine, final):
     assert final["num_pairs"] == 15 and mine["num_pairs"] == 15
     for key in ("loss", "reward_gap", "pair_accuracy"):
         assert mine[key] == pytest.approx(final[key], abs=1e-5), key
-    assert final["loss"] != full["eval"]["start"]["loss"]  # the weights did change
+
+
+def test_saved_reward_model_loads_with_transformers_and_scores_as_the_workers(four_steps):
+    cfg, full, out = four_steps
+    rows = _train_rows(out)
+    assert sorted(rows) == [1, 2, 3, 4] and all(r["samples"] == 8 for r in rows.values())
+    assert all(r["rm/grad_norm"] > 0 for r in rows.values())
+    # The step-4 export, read by plain transformers, scores the held-out pairs as the workers did (the
+    # final evaluation: 15 pairs over 2 ranks, one padded).
+    _assert_same_scores(_transformers_metrics(cfg, out / "checkpoints" / "step_000004" / "reward_model"),
+                        full["eval"]["final"])
+    assert full["eval"]["final"]["loss"] != full["eval"]["start"]["loss"]  # the weights did change
+
+
+def test_deepspeed_backend_trains_and_exports(cluster, tmp_path):
+    pytest.importorskip("deepspeed")
+    out = tmp_path / "ds"
+    cfg = load_config(RECIPE, [*TINY, "runner.max_steps=2", "runner.save_interval=2", f"runner.output_dir={out}",
+                               "actor.backend=deepspeed", "actor.zero_stage=2"])
+    placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, 1, components_for(cfg))
+    summary = run_training(cfg, placement, "rm_synthetic")
+    rows = _train_rows(out)
+    assert sorted(rows) == [1, 2] and all(r["rm/grad_norm"] > 0 for r in rows.values())
+    assert (out / "checkpoints" / "step_000002" / "actor" / "rlinf").is_dir()  # DeepSpeed's own checkpoint
+    _assert_same_scores(_transformers_metrics(cfg, out / "checkpoints" / "step_000002" / "reward_model"),
+                        summary["eval"]["final"])
+    assert summary["eval"]["final"]["loss"] != summary["eval"]["start"]["loss"]
 
 
 def test_resume_from_checkpoint_matches_the_uninterrupted_run(four_steps, tmp_path):

@@ -83,7 +83,6 @@ RECIPE = "configs/rm_synthetic.yaml"
 @pytest.mark.parametrize("override,key", [
     ("runner.schedule=async", "runner.schedule"),
     ("algorithm.max_staleness=1", "runner.schedule"),
-    ("actor.backend=deepspeed", "actor.backend"),
     ("data.task=arith", "data.task"),
     ("data.batch_size=3", "data.batch_size"),
 ])

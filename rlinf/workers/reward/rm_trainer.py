@@ -58,11 +58,12 @@ class RewardModelTrainer(FSDPTrainWorker):
         n = batch["input_ids"].shape[0]
         self.model.train()
         sums = {"rm/loss": 0.0, "rm/pair_accuracy": 0.0, "rm/reward_gap": 0.0}
-        for mb in micro_batches(batch, self.cfg.micro_batch_size):
+        mbs = micro_batches(batch, self.cfg.micro_batch_size)
+        for i, mb in enumerate(mbs):
             k = mb["input_ids"].shape[0]
             scores = self._scores(mb)
             loss = bradley_terry_loss(scores[:, 0], scores[:, 1], mb["margin"])
-            (loss * (k / n)).backward()
+            self._backward(loss * (k / n), boundary=i == len(mbs) - 1)
             gap = (scores[:, 0] - scores[:, 1]).detach()
             sums["rm/loss"] += float(loss.detach()) * k / n
             sums["rm/pair_accuracy"] += float((gap > 0).float().sum()) / n
@@ -70,6 +71,10 @@ class RewardModelTrainer(FSDPTrainWorker):
         sums["rm/grad_norm"] = self.optimizer_step(self.cfg.grad_clip)
         sums["time/rm_update_s"] = time.time() - t0
         return self.group_mean(sums)
+
+    def _backward(self, loss: torch.Tensor, boundary: bool) -> None:
+        """Backward of one micro-batch's share of the loss (`boundary`: the rank's last micro-batch)."""
+        loss.backward()
 
     @torch.no_grad()
     def score(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -88,10 +93,15 @@ class RewardModelTrainer(FSDPTrainWorker):
             self.export_hf(export_dir)
         return path
 
-    def export_hf(self, path: str) -> None:
+    def full_state_dict(self) -> Optional[Dict[str, torch.Tensor]]:
+        """The full (unsharded) weights on rank 0, None on the others (a collective: every rank calls)."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return state if self.rank == 0 else None
+
+    def export_hf(self, path: str) -> None:
+        state = self.full_state_dict()
         if self.rank != 0:
             return
         full = build_reward_model(self.cfg.model, self.vocab_size, seed=self.seed)
