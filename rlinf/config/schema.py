@@ -153,6 +153,10 @@ class ActorConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay.", min=0.0)
     micro_batch_size: int = _f(8, "Sequences per forward/backward (gradient accumulation splits a batch into these).", min=1)
     grad_clip: float = _f(1.0, "Global gradient-norm clip (0: off).", min=0.0)
+    max_tokens_per_micro_batch: Optional[int] = _f(None, "Sequence packing: micro-batches of at most this many "
+                                                   "unpadded prompt + response tokens (a longer row alone), "
+                                                   "attention kept within each sequence; also the reference's. "
+                                                   "null: micro_batch_size padded rows.", min=1)
     global_batch_size: Optional[int] = _f(None, "Samples (env steps) per optimizer step over all actor ranks, i.e. the PPO minibatch; null: the whole batch, one step per epoch. Read by the embodied actor (the reasoning actor takes one step per epoch).", min=1)
     lr_schedule: str = _f("constant", "Learning-rate schedule over runner.max_steps: constant, or linear decay lr * (1 - step / max_steps) (embodied actor).", choices=["constant", "linear"])
     adam_eps: float = _f(1e-8, "Adam epsilon of the embodied actor's optimizer.", min=0.0)
@@ -172,6 +176,9 @@ class CriticConfig:
     lr: float = _f(1e-4, "Critic learning rate.", min=0.0)
     micro_batch_size: int = _f(8, "Sequences per critic forward/backward.", min=1)
     grad_clip: float = _f(1.0, "Critic gradient-norm clip (0: off).", min=0.0)
+    max_tokens_per_micro_batch: Optional[int] = _f(None, "Sequence packing for the critic (as "
+                                                   "actor.max_tokens_per_micro_batch); null: micro_batch_size "
+                                                   "padded rows.", min=1)
     offload: bool = _f(False, "Colocated placement, sync schedule: the critic's state leaves the device outside "
                        "the train phase.")
     init_from_reward_model: bool = _f(False, "Start the critic from reward.model.path (its transformer and its "

@@ -3,17 +3,23 @@ group-averaged metrics, torch.distributed.checkpoint save/load and offload/onloa
 
 Subclasses set `self.model` (an HF-style module whose decoder layers are `model.model.layers`)
 before `setup()` and implement their own update.
+
+Micro-batches (`split_micro_batches`): `micro_batch_size` padded rows each, or, with a token budget
+(`actor.max_tokens_per_micro_batch` / `critic.max_tokens_per_micro_batch`), packed rows without padding
+(`rlinf.workers.packing`). Every rank of the group runs the same number of micro-batches (FSDP2 gathers
+parameters once per forward), so the packed count is agreed by an all-reduce (max) first.
 """
 
 import json
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 
 from rlinf.scheduler import Worker
+from rlinf.workers.packing import pack_bins, pack_rows, row_lengths
 
 logger = logging.getLogger(__name__)
 
@@ -60,22 +66,53 @@ class FSDPTrainWorker(Worker):
         self.optimizer.zero_grad(set_to_none=True)
         return norm
 
+    def split_micro_batches(self, batch: Dict[str, torch.Tensor], micro_batch_size: int,
+                            max_tokens: Optional[int] = None) -> List[Dict[str, torch.Tensor]]:
+        """Padded micro-batches of `micro_batch_size` rows (max_tokens None), else packed ones of at most
+        `max_tokens` kept tokens each (a longer row alone), as many on every rank of the group."""
+        if max_tokens is None:
+            return micro_batches(batch, micro_batch_size)
+        lengths = row_lengths(batch)
+        bins = pack_bins(lengths, max_tokens)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            count = torch.tensor([len(bins)], dtype=torch.long, device=self.device)
+            dist.all_reduce(count, op=dist.ReduceOp.MAX)
+            if int(count) > len(bins):
+                bins = pack_bins(lengths, max_tokens, min_bins=int(count))
+        return [pack_rows(batch, rows) for rows in bins]
+
     def train_epochs(self, batch: Dict[str, torch.Tensor], micro_batch_size: int, epochs: int, grad_clip: float,
-                     micro_step: Callable[[Dict[str, torch.Tensor]], Dict[str, float]]) -> Dict[str, float]:
-        """`epochs` passes over `batch` in micro-batches, accumulating gradients (`micro_step` runs forward
-        and backward and returns scalar metrics); one optimizer step per pass. Returns the metrics
-        averaged over micro-batches plus `grad_norm` of the last step (not yet averaged over ranks)."""
+                     micro_step: Callable[[Dict[str, torch.Tensor]], Dict[str, float]],
+                     max_tokens: Optional[int] = None, summed: Sequence[str] = ()) -> Dict[str, float]:
+        """`epochs` passes over `batch` in micro-batches (`split_micro_batches`), accumulating gradients
+        (`micro_step` runs forward and backward and returns scalar metrics); one optimizer step per pass.
+        Returns the metrics over the batch plus `grad_norm` of the last step (not yet averaged over ranks):
+        see `accumulate`."""
+        return self.accumulate(self.split_micro_batches(batch, micro_batch_size, max_tokens), epochs, grad_clip,
+                               micro_step, summed)
+
+    def accumulate(self, mbs: List[Dict[str, torch.Tensor]], epochs: int, grad_clip: float,
+                   micro_step: Callable[[Dict[str, torch.Tensor]], Dict[str, float]],
+                   summed: Sequence[str] = ()) -> Dict[str, float]:
+        """The training passes of `train_epochs` over the micro-batches `mbs`. Metrics, averaged over passes:
+        keys in `summed` (a micro-batch's share of a whole-batch loss, already divided by the whole-batch
+        denominator) are summed over a pass's micro-batches, so they equal the whole batch's loss however
+        it was split; the others (masked means within a micro-batch) are averaged with weights w_b = the
+        micro-batch's valid response tokens (1 each without a response_mask), which makes token means
+        exact too."""
         self.model.train()
         sums: Dict[str, float] = {}
-        n_mb = 0
+        weights: Dict[str, float] = {}
         grad_norm = 0.0
         for _ in range(epochs):
-            for mb in micro_batches(batch, micro_batch_size):
+            for mb in mbs:
+                w = float(mb["response_mask"].sum()) if "response_mask" in mb else 1.0
                 for k, v in micro_step(mb).items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n_mb += 1
+                    scale = 1.0 if k in summed else w
+                    sums[k] = sums.get(k, 0.0) + scale * v
+                    weights[k] = weights.get(k, 0.0) + (1.0 / len(mbs) if k in summed else w)
             grad_norm = self.optimizer_step(grad_clip)
-        out = {k: v / max(n_mb, 1) for k, v in sums.items()}
+        out = {k: v / weights[k] if weights[k] > 0 else 0.0 for k, v in sums.items()}
         out["grad_norm"] = grad_norm
         return out
 

@@ -6,6 +6,7 @@ import torch
 
 from rlinf.algorithms import compute_advantages
 from rlinf.config.schema import AlgorithmConfig
+from rlinf.workers.packing import balanced_partition, row_lengths
 from rlinf.workers.rollout.sampling import left_pad
 
 
@@ -69,10 +70,36 @@ def build_train_batch(prompts: List[List[int]], rollout: Dict[str, torch.Tensor]
     return add_advantages(build_lm_batch(prompts, rollout, pad_id), scores, group_index, algo)
 
 
-def shard_rows(batch: Dict[str, torch.Tensor], parts: int) -> List[Dict[str, torch.Tensor]]:
-    """Split every tensor of `batch` by rows into `parts` equal shards."""
+def shard_indices(batch: Dict[str, torch.Tensor], parts: int, balance_tokens: bool = False) -> List[torch.Tensor]:
+    """Row indices of each of `parts` equal shards: contiguous, or with `balance_tokens` a
+    `rlinf.workers.packing.balanced_partition` of the rows' unpadded token counts (equal row counts,
+    token sums within max - min row length of each other)."""
     n = batch["input_ids"].shape[0]
     if n % parts:
         raise ValueError(f"{n} rows cannot be split evenly over {parts} ranks")
-    size = n // parts
-    return [{k: v[i * size:(i + 1) * size] for k, v in batch.items()} for i in range(parts)]
+    if not balance_tokens:
+        size = n // parts
+        return [torch.arange(i * size, (i + 1) * size) for i in range(parts)]
+    return [torch.tensor(p, dtype=torch.long) for p in balanced_partition(row_lengths(batch), parts)]
+
+
+def shard_rows(batch: Dict[str, torch.Tensor], parts: int, balance_tokens: bool = False) -> List[Dict[str, torch.Tensor]]:
+    """Split every tensor of `batch` by rows into `parts` equal shards (`shard_indices`)."""
+    if not balance_tokens:
+        n = batch["input_ids"].shape[0]
+        if n % parts:
+            raise ValueError(f"{n} rows cannot be split evenly over {parts} ranks")
+        size = n // parts
+        return [{k: v[i * size:(i + 1) * size] for k, v in batch.items()} for i in range(parts)]
+    return [{k: v[idx] for k, v in batch.items()} for idx in shard_indices(batch, parts, True)]
+
+
+def unshard_rows(outputs: List[torch.Tensor], batch: Dict[str, torch.Tensor], parts: int,
+                 balance_tokens: bool = False) -> torch.Tensor:
+    """Per-shard row outputs of `shard_rows(batch, parts, balance_tokens)` back in `batch`'s row order."""
+    stacked = torch.cat(outputs)
+    if not balance_tokens:
+        return stacked
+    out = torch.empty_like(stacked)
+    out[torch.cat(shard_indices(batch, parts, True))] = stacked
+    return out

@@ -18,7 +18,8 @@ from rlinf.envs.text import TextSample, load_task
 from rlinf.errors import InputError
 from rlinf.models.tokenizer import encode_prompt, load_tokenizer
 from rlinf.placement import Placement
-from rlinf.workflows.batching import add_advantages, build_lm_batch, concat_rollouts, shard_rows, split_even
+from rlinf.workflows.batching import (add_advantages, build_lm_batch, concat_rollouts, shard_rows, split_even,
+                                      unshard_rows)
 from rlinf.workflows.dynamic_sampling import collect_dynamic
 from rlinf.workflows.weight_sync import WeightSync, WeightSyncMixin
 from rlinf.scheduler import Cluster, WorkerGroup
@@ -108,7 +109,7 @@ class ReasoningWorkflow(WeightSyncMixin):
         if cfg.algorithm.kl_coef > 0:  # pi_ref: the actor's initial policy (same model config and seed)
             self.reference = WorkerGroup(cluster, ReferenceWorker, "reference", devices["reference"],
                                          args=(cfg.actor.model, vocab, cfg.runner.seed, cfg.actor.micro_batch_size,
-                                               cfg.rollout), wait_ready=False)
+                                               cfg.rollout, cfg.actor.max_tokens_per_micro_batch), wait_ready=False)
             self.groups.append(self.reference)
         for group in self.groups:
             group.ready()
@@ -190,19 +191,23 @@ class ReasoningWorkflow(WeightSyncMixin):
         batch = build_lm_batch(rollout["prompts"], rollout, self.tokenizer.pad_token_id)
         t0 = time.time()
         values = ref_logprobs = None
+        # With packing, ranks get token-balanced shards (equal row counts); outputs come back in batch order.
+        pack_a = self.cfg.actor.max_tokens_per_micro_batch is not None  # the reference packs as the actor
+        pack_c = self.cfg.critic.max_tokens_per_micro_batch is not None
         # Critic values and reference log-probs are independent: both groups work at once.
-        values_handle = (self.critic.scatter("compute_values", shard_rows(batch, self.critic.size))
+        values_handle = (self.critic.scatter("compute_values", shard_rows(batch, self.critic.size, pack_c))
                          if self.critic is not None else None)
-        ref_handle = (self.reference.scatter("compute_logprobs", shard_rows(batch, self.reference.size))
+        ref_handle = (self.reference.scatter("compute_logprobs", shard_rows(batch, self.reference.size, pack_a))
                       if self.reference is not None else None)
         if values_handle is not None:
-            values = torch.cat(values_handle.wait())
+            values = unshard_rows(values_handle.wait(), batch, self.critic.size, pack_c)
         if ref_handle is not None:
-            ref_logprobs = torch.cat(ref_handle.wait())
+            ref_logprobs = unshard_rows(ref_handle.wait(), batch, self.reference.size, pack_a)
         batch, kl_metrics = self.apply_kl(batch, rollout, ref_logprobs, values)
         # Actor and critic updates are independent: run them concurrently, then wait for both.
-        actor_handle = self.actor.scatter("update", shard_rows(batch, self.actor.size))
-        critic_handle = self.critic.scatter("update", shard_rows(batch, self.critic.size)) if self.critic else None
+        actor_handle = self.actor.scatter("update", shard_rows(batch, self.actor.size, pack_a))
+        critic_handle = (self.critic.scatter("update", shard_rows(batch, self.critic.size, pack_c))
+                         if self.critic else None)
         metrics = actor_handle.wait()[0]
         if critic_handle is not None:
             metrics.update(critic_handle.wait()[0])
@@ -276,7 +281,9 @@ class ReasoningWorkflow(WeightSyncMixin):
         not estimate it), both log-probs of the rollout's sampling distribution."""
         out = self.generate(self.task.eval, 1, seed=EVAL_KL_SEED, score=False)
         batch = build_lm_batch(out["prompts"], out, self.tokenizer.pad_token_id)
-        ref = torch.cat(self.reference.scatter("compute_logprobs", shard_rows(batch, self.reference.size)).wait())
+        pack = self.cfg.actor.max_tokens_per_micro_batch is not None
+        ref = unshard_rows(self.reference.scatter("compute_logprobs", shard_rows(batch, self.reference.size, pack)).wait(),
+                           batch, self.reference.size, pack)
         mask = batch["response_mask"]
         return float(((batch["behaviour_logprobs"] - ref) * mask).sum(1).mean())
 

@@ -17,14 +17,13 @@ import logging
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import ray
 import torch
 
 from rlinf.config.schema import ActorConfig, AlgorithmConfig
 from rlinf.workers.actor.fsdp_actor import ActorWorker
-from rlinf.workers.fsdp_worker import micro_batches
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +87,10 @@ class DeepSpeedActorWorker(ActorWorker):
     def _backward(self, loss: torch.Tensor) -> None:
         self.model.backward(loss)
 
-    def train_epochs(self, batch: Dict[str, torch.Tensor], micro_batch_size: int, epochs: int, grad_clip: float,
-                     micro_step: Callable[[Dict[str, torch.Tensor]], Dict[str, float]]) -> Dict[str, float]:
-        n = len(micro_batches(batch, micro_batch_size))
+    def accumulate(self, mbs: List[Dict[str, torch.Tensor]], epochs: int, grad_clip: float,
+                   micro_step: Callable[[Dict[str, torch.Tensor]], Dict[str, float]],
+                   summed: Sequence[str] = ()) -> Dict[str, float]:
+        n = len(mbs)  # padded or packed micro-batches (FSDPTrainWorker.split_micro_batches)
         count = [0]
 
         def step(mb):  # the pass's last micro-batch is the accumulation boundary (gradients reduced, step)
@@ -98,7 +98,7 @@ class DeepSpeedActorWorker(ActorWorker):
             count[0] += 1
             return micro_step(mb)
 
-        return super().train_epochs(batch, micro_batch_size, epochs, grad_clip, step)
+        return super().accumulate(mbs, epochs, grad_clip, step, summed)
 
     def optimizer_step(self, grad_clip: float) -> float:
         """engine.step() (clips with `gradient_clipping`, zeroes grads); returns the pre-clip global norm."""

@@ -22,7 +22,7 @@ The PPO ratio r = pi_theta / pi_old per token (`algorithm.off_policy_correction`
 
 import logging
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import ray
 import torch
@@ -31,7 +31,8 @@ from rlinf.algorithms import aggregate_loss, compute_policy_loss, entropy_from_l
 from rlinf.config.schema import ActorConfig, AlgorithmConfig
 from rlinf.models.causal_lm import build_causal_lm
 from rlinf.workers.rollout.sampling import as_sampling_params, sampling_logits
-from rlinf.workers.fsdp_worker import FSDPTrainWorker, micro_batches, to_device
+from rlinf.workers.fsdp_worker import FSDPTrainWorker, to_device
+from rlinf.workers.packing import is_packed, merge_rows, packed_inputs, unpack
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,26 @@ def response_logits(model, batch: Dict[str, torch.Tensor], T: int, sampling=1.0)
     return sampling_logits(out.logits[:, -T - 1:-1], as_sampling_params(sampling), batch["input_ids"][:, -T:])
 
 
+def response_logprobs(model, mb: Dict[str, torch.Tensor], T: int, sampling=1.0,
+                      entropy: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """[r, T] log-probs of the micro-batch's response tokens under `sampling` (see `response_logits`) and,
+    when asked, [r, T] entropies of that distribution. A packed micro-batch (`rlinf.workers.packing`)
+    runs one forward over its [1, L] sequence and scores only the K response tokens with an output
+    (logits_to_keep: the LM head makes [K, V] logits, not [L, V]), unpacked to [r, T] with 0 on padding
+    columns."""
+    params = as_sampling_params(sampling)
+    if not is_packed(mb):
+        logits = response_logits(model, mb, T, params)
+        logp = logprobs_from_logits(logits, mb["input_ids"][:, -T:])
+        return logp, entropy_from_logits(logits) if entropy else None
+    src = mb["pack_src"]
+    out = model(**packed_inputs(model, mb), use_cache=False, logits_to_keep=src)
+    tokens = mb["pack_input_ids"][0, src + 1]
+    logits = sampling_logits(out.logits[0], params, tokens)
+    logp = unpack(logprobs_from_logits(logits, tokens), mb)
+    return logp, unpack(entropy_from_logits(logits), mb) if entropy else None
+
+
 def loss_denominator(mask: torch.Tensor, loss_agg: str) -> float:
     """Whole-batch divisor for micro-batch accumulation: valid tokens, or valid sequences."""
     count = (mask.sum(1) > 0).sum() if loss_agg != "token-mean" else mask.sum()
@@ -54,12 +75,15 @@ def loss_denominator(mask: torch.Tensor, loss_agg: str) -> float:
 
 
 @torch.no_grad()
-def sequence_logprobs(model, batch: Dict[str, torch.Tensor], micro_batch_size: int, sampling) -> torch.Tensor:
-    """[N, T] log-probs of the last T (= response) tokens under `sampling`, in micro-batches, no grad."""
-    T = batch["response_mask"].shape[1]
-    parts = [logprobs_from_logits(response_logits(model, mb, T, sampling), mb["input_ids"][:, -T:])
-             for mb in micro_batches(batch, micro_batch_size)]
-    return torch.cat(parts)
+def sequence_logprobs(model, mbs: List[Dict[str, torch.Tensor]], sampling) -> torch.Tensor:
+    """[N, T] log-probs of the last T (= response) tokens under `sampling`, over the micro-batches `mbs`
+    (padded or packed: `FSDPTrainWorker.split_micro_batches`) in the batch's row order, no grad."""
+    T = mbs[0]["response_mask"].shape[1]
+    return merge_rows([response_logprobs(model, mb, T, sampling)[0] for mb in mbs], mbs)
+
+
+# losses whose micro-batch values are shares of the whole-batch loss (FSDPTrainWorker.accumulate)
+SUMMED_METRICS = ("actor/pg_loss", "actor/entropy", "actor/kl")
 
 
 class ActorWorker(FSDPTrainWorker):
@@ -80,7 +104,8 @@ class ActorWorker(FSDPTrainWorker):
         return self.shard_and_build_optimizer(self.cfg.lr, self.cfg.weight_decay)
 
     def _logprobs(self, model, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-        return sequence_logprobs(model, batch, self.cfg.micro_batch_size, self.sampling)
+        mbs = self.split_micro_batches(batch, self.cfg.micro_batch_size, self.cfg.max_tokens_per_micro_batch)
+        return sequence_logprobs(model, mbs, self.sampling)
 
     def update(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         """One PPO-family update on this rank's shard; returns metrics averaged over the group."""
@@ -99,7 +124,8 @@ class ActorWorker(FSDPTrainWorker):
             is_metrics = self._importance_weights(batch, batch["old_logprobs"])
         denominator = loss_denominator(batch["response_mask"], self.algo.loss_agg)
         out = self.train_epochs(batch, self.cfg.micro_batch_size, self.algo.update_epochs, self.cfg.grad_clip,
-                                lambda mb: self._micro_step(mb, T, denominator))
+                                lambda mb: self._micro_step(mb, T, denominator),
+                                max_tokens=self.cfg.max_tokens_per_micro_batch, summed=SUMMED_METRICS)
         out["actor/grad_norm"] = out.pop("grad_norm")
         out.update(is_metrics)
         out["time/actor_update_s"] = time.time() - t0
@@ -126,8 +152,7 @@ class ActorWorker(FSDPTrainWorker):
 
     def _micro_step(self, mb: Dict[str, torch.Tensor], T: int, denominator: float) -> Dict[str, float]:
         algo = self.algo
-        logits = response_logits(self.model, mb, T, self.sampling)
-        logp = logprobs_from_logits(logits, mb["input_ids"][:, -T:])
+        logp, entropy = response_logprobs(self.model, mb, T, self.sampling, entropy=algo.entropy_coef > 0)
         mask = mb["response_mask"]
         is_metrics = {}
         if algo.update_epochs == 1:  # this forward is the proximal policy (weights before the update)
@@ -144,7 +169,7 @@ class ActorWorker(FSDPTrainWorker):
         out.update(is_metrics)
         out["actor/pg_loss"] = float(loss.detach())
         if algo.entropy_coef > 0:
-            ent = aggregate_loss(entropy_from_logits(logits), mask, algo.loss_agg, denominator)
+            ent = aggregate_loss(entropy, mask, algo.loss_agg, denominator)
             loss = loss - algo.entropy_coef * ent
             out["actor/entropy"] = float(ent.detach())
         if "ref_logprobs" in mb:  # algorithm.kl_in=loss: the reference group's log-probs came with the batch

@@ -19,7 +19,8 @@ from rlinf.config.schema import AlgorithmConfig, CriticConfig
 from rlinf.errors import InputError
 from rlinf.models.causal_lm import build_causal_lm
 from rlinf.workers.actor.fsdp_actor import loss_denominator
-from rlinf.workers.fsdp_worker import FSDPTrainWorker, micro_batches, to_device
+from rlinf.workers.fsdp_worker import FSDPTrainWorker, to_device
+from rlinf.workers.packing import is_packed, merge_rows, packed_inputs, unpack
 
 
 KEY = "critic.init_from_reward_model"
@@ -83,9 +84,10 @@ class ValueModel(torch.nn.Module):
                              "(Llama / Qwen2 / Mistral-style sequence classifiers have)", key=KEY)
         return cls(rm, head)
 
-    def forward(self, input_ids, attention_mask, position_ids):
+    def forward(self, input_ids, attention_mask, position_ids, **attention_kwargs):
+        """`attention_kwargs`: a packed batch's flash varlen boundaries (`rlinf.workers.packing`)."""
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            use_cache=False).last_hidden_state
+                            use_cache=False, **attention_kwargs).last_hidden_state
         return self.value_head(hidden).sum(-1)  # [B, T]; a reduction, not a view (FSDP2 hooks need that)
 
 
@@ -108,7 +110,14 @@ class CriticWorker(FSDPTrainWorker):
         return self.shard_and_build_optimizer(self.cfg.lr, 0.0)
 
     def _values(self, mb: Dict[str, torch.Tensor], T: int) -> torch.Tensor:
+        """[r, T] values at the positions predicting the response tokens; a packed micro-batch's are
+        read at its pack_src positions and unpacked (0 on padding columns)."""
+        if is_packed(mb):
+            return unpack(self.model(**packed_inputs(self.model, mb))[0, mb["pack_src"]], mb)
         return self.model(mb["input_ids"], mb["attention_mask"], mb["position_ids"])[:, -T - 1:-1]
+
+    def _micro_batches(self, batch: Dict[str, torch.Tensor]):
+        return self.split_micro_batches(batch, self.cfg.micro_batch_size, self.cfg.max_tokens_per_micro_batch)
 
     @torch.no_grad()
     def compute_values(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -116,7 +125,8 @@ class CriticWorker(FSDPTrainWorker):
         batch = to_device(batch, self.device)
         T = batch["response_mask"].shape[1]
         self.model.eval()
-        values = torch.cat([self._values(mb, T) for mb in micro_batches(batch, self.cfg.micro_batch_size)])
+        mbs = self._micro_batches(batch)
+        values = merge_rows([self._values(mb, T) for mb in mbs], mbs)
         return (values * batch["response_mask"]).cpu()
 
     def _micro_step(self, mb: Dict[str, torch.Tensor], T: int, denominator: float) -> Dict[str, float]:
@@ -131,7 +141,8 @@ class CriticWorker(FSDPTrainWorker):
         T = batch["response_mask"].shape[1]
         denominator = loss_denominator(batch["response_mask"], self.algo.loss_agg)
         out = self.train_epochs(batch, self.cfg.micro_batch_size, self.algo.update_epochs, self.cfg.grad_clip,
-                                lambda mb: self._micro_step(mb, T, denominator))
+                                lambda mb: self._micro_step(mb, T, denominator),
+                                max_tokens=self.cfg.max_tokens_per_micro_batch, summed=("critic/vf_loss",))
         out["critic/grad_norm"] = out.pop("grad_norm")
         out["time/critic_update_s"] = time.time() - t0
         return self.group_mean(out)

@@ -7,7 +7,7 @@ rollout's sampling distribution (temperature / top-k / top-p, as the actor does)
 turns into the KL to the reference: in the loss (algorithm.kl_in=loss) or in the reward (kl_in=reward).
 """
 
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
@@ -19,9 +19,13 @@ from rlinf.workers.rollout.sampling import as_sampling_params
 
 
 class ReferenceWorker(FSDPTrainWorker):
-    def __init__(self, model_cfg: ModelConfig, vocab_size: int, seed: int, micro_batch_size: int, sampling=1.0):
+    def __init__(self, model_cfg: ModelConfig, vocab_size: int, seed: int, micro_batch_size: int, sampling=1.0,
+                 max_tokens_per_micro_batch: Optional[int] = None):
+        """`micro_batch_size` / `max_tokens_per_micro_batch`: the actor's (padded rows, or a packing token
+        budget; see `FSDPTrainWorker.split_micro_batches`)."""
         super().__init__()
         self.micro_batch_size = micro_batch_size
+        self.max_tokens = max_tokens_per_micro_batch
         self.sampling = as_sampling_params(sampling)
         self.model = build_causal_lm(model_cfg, vocab_size, seed=seed).eval().requires_grad_(False)
 
@@ -31,4 +35,5 @@ class ReferenceWorker(FSDPTrainWorker):
 
     def compute_logprobs(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         """[n, T] log pi_ref of this rank's rows' response tokens (on CPU)."""
-        return sequence_logprobs(self.model, to_device(batch, self.device), self.micro_batch_size, self.sampling).cpu()
+        mbs = self.split_micro_batches(to_device(batch, self.device), self.micro_batch_size, self.max_tokens)
+        return sequence_logprobs(self.model, mbs, self.sampling).cpu()
