@@ -81,19 +81,39 @@ def test_saved_reward_model_loads_with_transformers_and_scores_as_the_workers(fo
     assert full["eval"]["final"]["loss"] != full["eval"]["start"]["loss"]  # the weights did change
 
 
-def test_deepspeed_backend_trains_and_exports(cluster, tmp_path):
+# ZeRO-2 in `make test` (the DeepSpeed op it compiles once per machine is shared with
+# test_deepspeed_actor.py); ZeRO-3 (gathered export) and resume under DeepSpeed in `make test-slow`.
+@pytest.mark.slow
+@pytest.mark.parametrize("stage,resume", [(2, False), pytest.param(3, False, marks=pytest.mark.extended),
+                                          pytest.param(2, True, marks=pytest.mark.extended)])
+def test_deepspeed_backend_trains_and_exports(cluster, tmp_path, stage, resume):
     pytest.importorskip("deepspeed")
     out = tmp_path / "ds"
-    cfg = load_config(RECIPE, [*TINY, "runner.max_steps=2", "runner.save_interval=2", f"runner.output_dir={out}",
-                               "actor.backend=deepspeed", "actor.zero_stage=2"])
-    placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices, 1, components_for(cfg))
-    summary = run_training(cfg, placement, "rm_synthetic")
+    ds = ["actor.backend=deepspeed", f"actor.zero_stage={stage}"]
+
+    def run(steps, resume_from=None):
+        cfg = load_config(RECIPE, [*TINY, *ds, f"runner.max_steps={steps}", "runner.save_interval=2",
+                                   f"runner.output_dir={out}"])
+        placement = build_placement(cfg.cluster.component_placement, 2, 1, components_for(cfg))
+        return cfg, run_training(cfg, placement, "rm_synthetic", resume=resume_from)
+
+    cfg, summary = run(2)
     rows = _train_rows(out)
     assert sorted(rows) == [1, 2] and all(r["rm/grad_norm"] > 0 for r in rows.values())
     assert (out / "checkpoints" / "step_000002" / "actor" / "rlinf").is_dir()  # DeepSpeed's own checkpoint
     _assert_same_scores(_transformers_metrics(cfg, out / "checkpoints" / "step_000002" / "reward_model"),
                         summary["eval"]["final"])
     assert summary["eval"]["final"]["loss"] != summary["eval"]["start"]["loss"]
+    if resume:  # continued to step 4 from the step-2 checkpoint: the same as 4 uninterrupted steps
+        _, resumed = run(4, str(out))
+        uninterrupted = out.parent / "ds_full"
+        out = uninterrupted
+        _, full = run(4)
+        assert resumed["resumed_from_step"] == 2 and resumed["eval"]["final"] == full["eval"]["final"]
+        a, b = _train_rows(tmp_path / "ds"), _train_rows(uninterrupted)
+        for step in (3, 4):
+            assert {k: v for k, v in a[step].items() if not k.startswith(("time/", "throughput/"))} == \
+                {k: v for k, v in b[step].items() if not k.startswith(("time/", "throughput/"))}, step
 
 
 def test_resume_from_checkpoint_matches_the_uninterrupted_run(four_steps, tmp_path):
