@@ -29,6 +29,16 @@ def micro_batches(batch: Dict[str, torch.Tensor], size: int) -> List[Dict[str, t
     return [{k: v[i:i + size] for k, v in batch.items()} for i in range(0, n, size)]
 
 
+def valid_count(mask: torch.Tensor, loss_agg: str) -> torch.Tensor:
+    """Valid tokens (token-mean), or valid sequences (the seq-mean modes), of a [B, T] mask."""
+    return (mask.sum(1) > 0).sum() if loss_agg != "token-mean" else mask.sum()
+
+
+def loss_denominator(mask: torch.Tensor, loss_agg: str) -> float:
+    """Whole-batch divisor for micro-batch accumulation: `valid_count`, at least 1."""
+    return max(float(valid_count(mask, loss_agg)), 1.0)
+
+
 def to_device(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -115,6 +125,18 @@ class FSDPTrainWorker(Worker):
         out = {k: v / weights[k] if weights[k] > 0 else 0.0 for k, v in sums.items()}
         out["grad_norm"] = grad_norm
         return out
+
+    def group_denominator(self, mask: torch.Tensor, loss_agg: str) -> float:
+        """The loss divisor of this rank's micro-batches: the group's whole-batch count (valid tokens, or
+        valid sequences: `loss_denominator` of all ranks' rows) divided by the number of ranks R. Each rank's
+        loss is then sum_rank(l) / (D / R), and the gradient all-reduce averages over ranks, so the
+        step's gradient is that of sum_all(l) / D: the global batch's aggregate, however its rows were
+        sharded over ranks or split into micro-batches."""
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return loss_denominator(mask, loss_agg)
+        t = valid_count(mask, loss_agg).to(device=self.device, dtype=torch.float64).reshape(1)
+        dist.all_reduce(t)
+        return max(float(t), 1.0) / dist.get_world_size()
 
     def group_mean(self, metrics: Dict[str, float]) -> Dict[str, float]:
         """Average scalar metrics over the group's ranks (every rank holds the same keys)."""
@@ -206,4 +228,4 @@ class FSDPTrainWorker(Worker):
             torch.cuda.empty_cache()
 
 
-__all__ = ["FSDPTrainWorker", "micro_batches", "to_device"]
+__all__ = ["FSDPTrainWorker", "loss_denominator", "micro_batches", "to_device"]

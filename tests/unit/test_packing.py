@@ -10,6 +10,7 @@ import torch
 from rlinf.config import ActorConfig, AlgorithmConfig, CriticConfig, ModelConfig
 from rlinf.workers.actor.fsdp_actor import ActorWorker, response_logprobs
 from rlinf.workers.critic.fsdp_critic import CriticWorker
+from rlinf.workers.reference.worker import ReferenceWorker
 from rlinf.workers.packing import balanced_partition, merge_rows, pack_bins, packed_micro_batches, unpack
 from rlinf.workers.rollout.sampling import SamplingParams
 from rlinf.workflows.batching import build_lm_batch, shard_rows, unshard_rows
@@ -63,6 +64,18 @@ def test_packed_logprobs_equal_padded(budget, attn):
     assert packed.shape == padded.shape
     assert (packed - padded)[mask].abs().max() < 1e-5
     assert (packed[~mask] == 0).all()
+
+
+def test_reference_packed_logprobs_equal_padded():
+    """The reference group packs with the actor's budget: its log-probs equal its padded ones."""
+    batch = _batch()
+    out = []
+    for max_tokens in (None, 13):
+        ref = ReferenceWorker(MODEL, VOCAB, 0, 2, 1.0, max_tokens_per_micro_batch=max_tokens)
+        ref.setup()
+        out.append(ref.compute_logprobs(batch))
+    mask = batch["response_mask"] > 0
+    assert (out[0] - out[1])[mask].abs().max() < 1e-5
 
 
 def test_packing_without_block_mask_would_leak():

@@ -3,8 +3,10 @@
 A training batch is a dict of tensors, rows sharded over the actor's data-parallel ranks:
     input_ids, attention_mask, position_ids [N, W]   prompt (left-padded) + response
     response_mask, behaviour_logprobs, advantages [N, T]   the last T columns are the response
-Each rank splits its rows into micro-batches and accumulates gradients; losses are normalised by
-the rank's whole-batch token (or sequence) count so accumulation equals one big batch.
+Each rank splits its rows into micro-batches (padded rows, or packed by a token budget:
+`actor.max_tokens_per_micro_batch`, `rlinf.workers.packing`) and accumulates gradients; losses are
+normalised by the group's whole-batch token (or sequence) count over the number of ranks
+(`group_denominator`), so accumulation and the rank average equal one big batch however it was split.
 
 Log-probs. Every log pi the actor computes (policy, proximal, reference) is that of the rollout's
 sampling distribution, temperature / top-k / top-p included (`rlinf.workers.rollout.sampling`,
@@ -31,7 +33,7 @@ from rlinf.algorithms import aggregate_loss, compute_policy_loss, entropy_from_l
 from rlinf.config.schema import ActorConfig, AlgorithmConfig
 from rlinf.models.causal_lm import build_causal_lm
 from rlinf.workers.rollout.sampling import as_sampling_params, sampling_logits
-from rlinf.workers.fsdp_worker import FSDPTrainWorker, to_device
+from rlinf.workers.fsdp_worker import FSDPTrainWorker, loss_denominator, to_device  # noqa: F401 (re-export)
 from rlinf.workers.packing import is_packed, merge_rows, packed_inputs, unpack
 
 logger = logging.getLogger(__name__)
@@ -66,12 +68,6 @@ def response_logprobs(model, mb: Dict[str, torch.Tensor], T: int, sampling=1.0,
     logits = sampling_logits(out.logits[0], params, tokens)
     logp = unpack(logprobs_from_logits(logits, tokens), mb)
     return logp, unpack(entropy_from_logits(logits), mb) if entropy else None
-
-
-def loss_denominator(mask: torch.Tensor, loss_agg: str) -> float:
-    """Whole-batch divisor for micro-batch accumulation: valid tokens, or valid sequences."""
-    count = (mask.sum(1) > 0).sum() if loss_agg != "token-mean" else mask.sum()
-    return max(float(count), 1.0)
 
 
 @torch.no_grad()
@@ -122,7 +118,7 @@ class ActorWorker(FSDPTrainWorker):
             # detached log-probs are exactly those (see _micro_step); more epochs need them up front.
             batch["old_logprobs"] = self._logprobs(self.model, batch)
             is_metrics = self._importance_weights(batch, batch["old_logprobs"])
-        denominator = loss_denominator(batch["response_mask"], self.algo.loss_agg)
+        denominator = self.group_denominator(batch["response_mask"], self.algo.loss_agg)
         out = self.train_epochs(batch, self.cfg.micro_batch_size, self.algo.update_epochs, self.cfg.grad_clip,
                                 lambda mb: self._micro_step(mb, T, denominator),
                                 max_tokens=self.cfg.max_tokens_per_micro_batch, summed=SUMMED_METRICS)

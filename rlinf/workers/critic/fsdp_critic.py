@@ -18,7 +18,6 @@ from rlinf.algorithms import value_loss
 from rlinf.config.schema import AlgorithmConfig, CriticConfig
 from rlinf.errors import InputError
 from rlinf.models.causal_lm import build_causal_lm
-from rlinf.workers.actor.fsdp_actor import loss_denominator
 from rlinf.workers.fsdp_worker import FSDPTrainWorker, to_device
 from rlinf.workers.packing import is_packed, merge_rows, packed_inputs, unpack
 
@@ -139,7 +138,7 @@ class CriticWorker(FSDPTrainWorker):
         t0 = time.time()
         batch = to_device(batch, self.device)
         T = batch["response_mask"].shape[1]
-        denominator = loss_denominator(batch["response_mask"], self.algo.loss_agg)
+        denominator = self.group_denominator(batch["response_mask"], self.algo.loss_agg)
         out = self.train_epochs(batch, self.cfg.micro_batch_size, self.algo.update_epochs, self.cfg.grad_clip,
                                 lambda mb: self._micro_step(mb, T, denominator),
                                 max_tokens=self.cfg.max_tokens_per_micro_batch, summed=("critic/vf_loss",))
