@@ -273,6 +273,7 @@ class ReasoningWorkflow(WeightSyncMixin):
                 result[f"{name}_reward"] = sum(fn(t, s.answer) for t, s in zip(out["texts"], self.task.eval)) / len(prompts)
             if self.reference is not None:
                 result["kl"] = self.eval_kl()
+        logger.info("eval samples: %s", "; ".join(f"{s.prompt!r} -> {t!r}" for s, t in zip(self.task.eval[:4], out["texts"])))
         return result
 
     def eval_kl(self) -> float:
