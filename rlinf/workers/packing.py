@@ -38,9 +38,6 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-PACK_KEYS = ("pack_rows", "pack_input_ids", "pack_position_ids", "pack_seq_lens", "pack_src", "pack_dst")
-
-
 # ----------------------------------------------------------------------------- partition over ranks
 def balanced_partition(weights: Sequence[int], parts: int, refine_steps: Optional[int] = None) -> List[List[int]]:
     """Indices 0..n-1 split into `parts` lists of exactly n / parts indices each (n divisible by parts),
@@ -244,5 +241,5 @@ def merge_rows(outputs: List[torch.Tensor], mbs: List[Dict[str, torch.Tensor]]) 
     return out
 
 
-__all__ = ["PACK_KEYS", "attn_implementation", "balanced_partition", "is_packed", "merge_rows", "pack_bins",
+__all__ = ["attn_implementation", "balanced_partition", "is_packed", "merge_rows", "pack_bins",
            "pack_rows", "packed_attention", "packed_inputs", "packed_micro_batches", "row_lengths", "unpack"]
