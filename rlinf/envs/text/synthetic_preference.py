@@ -19,7 +19,7 @@ the gold one grow half as fast — the kind of gap over-optimisation studies mea
 Pairs (`data.task: synthetic_preference`): for each prompt two responses of 1-12 characters: a
 count a uniform in 0..length and a count b uniform in the remaining places, one of them (a fair coin)
 the number of the named letter, the other the number of a decoy letter (one other letter per pair,
-shared by both responses), the rest drawn from letters, digits and space, shuffled; pairs of equal gold reward are redrawn. The decoy makes prompt-blind rules
+shared by both responses), the rest drawn from the default tokenizer alphabet (letters, digits, space, punctuation), shuffled; pairs of equal gold reward are redrawn. The decoy makes prompt-blind rules
 weak: "more of the most repeated letter" agrees with the gold preference on ~60 % of held-out pairs
 and "longer is better" on ~55 % (measured on 4,000 pairs), while counting the prompt's letter agrees
 on ~90 %: a reward model needs the prompt to pass 80 %. `chosen` is the response with the higher gold
@@ -40,9 +40,13 @@ from typing import List
 
 from rlinf.config.schema import DataConfig
 from rlinf.envs.text.tasks import PreferencePair, TaskSplit, TextSample
+from rlinf.models.tokenizer import DEFAULT_CHARS
 
 LETTERS = string.ascii_lowercase
-FILLER = LETTERS + string.digits + " "  # characters a response is made of
+# Characters a response is made of: the whole default tokenizer alphabet, so that every character a
+# policy over that alphabet can emit appears in the pairs (a reward model never shown ':' scores it
+# arbitrarily, and RL finds such holes at once).
+FILLER = DEFAULT_CHARS
 LABEL_NOISE = 0.1  # fraction of training pairs whose labels are swapped
 FREE_CHARS = 8     # characters a response may have before each further one costs 0.5 / FREE_CHARS
 MAX_RESPONSE = 12  # longest response in the pairs
