@@ -14,27 +14,39 @@ logger = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def local_model_dir(cfg: ModelConfig) -> str:
+    """`cfg.path` as a local directory (`pypi:<package>` converted first, see `rlinf.models.gguf`);
+    InputError naming actor.model.path when there is none."""
+    path = resolve_model_path(cfg.path)
+    if not Path(path).is_dir():
+        raise InputError("model directory not found", key="actor.model.path")
+    return path
+
+
+def tiny_qwen2_config(cfg: ModelConfig, vocab_size: int, **extra):
+    """The Qwen2 config of a model built from `cfg` (hidden size, layers, heads; ids 0-2 pad, bos, eos)."""
+    from transformers import Qwen2Config
+
+    if cfg.hidden_size % cfg.num_heads:
+        raise InputError(f"hidden_size {cfg.hidden_size} is not divisible by num_heads {cfg.num_heads}",
+                         key="actor.model.num_heads")
+    fields = dict(vocab_size=vocab_size, hidden_size=cfg.hidden_size, intermediate_size=4 * cfg.hidden_size,
+                  num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+                  num_key_value_heads=cfg.num_heads, max_position_embeddings=256,
+                  pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return Qwen2Config(**{**fields, **extra})
+
+
 def build_causal_lm(cfg: ModelConfig, vocab_size: int, seed: int = 0) -> torch.nn.Module:
     """A model from `cfg.path` (local HF directory, or `pypi:<package>`: see `rlinf.models.gguf`), or a
     tiny Qwen2 with `vocab_size` tokens seeded by `seed`."""
-    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoModelForCausalLM, Qwen2ForCausalLM
 
     dtype = _DTYPES[cfg.dtype]
     if cfg.path is not None:
-        path = resolve_model_path(cfg.path)
-        if not Path(path).is_dir():
-            raise InputError("model directory not found", key="actor.model.path")
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(local_model_dir(cfg), dtype=dtype, local_files_only=True)
     else:
-        if cfg.hidden_size % cfg.num_heads:
-            raise InputError(f"hidden_size {cfg.hidden_size} is not divisible by num_heads {cfg.num_heads}",
-                             key="actor.model.num_heads")
-        config = Qwen2Config(
-            vocab_size=vocab_size, hidden_size=cfg.hidden_size, intermediate_size=4 * cfg.hidden_size,
-            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-            num_key_value_heads=cfg.num_heads, max_position_embeddings=256, tie_word_embeddings=True,
-            pad_token_id=0, bos_token_id=1, eos_token_id=2,
-        )
+        config = tiny_qwen2_config(cfg, vocab_size, tie_word_embeddings=True)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             model = Qwen2ForCausalLM(config).to(dtype)

@@ -14,7 +14,7 @@ import torch
 
 from rlinf.config.schema import ModelConfig
 from rlinf.errors import InputError
-from rlinf.models.causal_lm import _DTYPES
+from rlinf.models.causal_lm import _DTYPES, local_model_dir, tiny_qwen2_config
 
 # What a one-label classification head is named in the config's architectures list.
 _HEAD_SUFFIX = "ForSequenceClassification"
@@ -24,29 +24,16 @@ def build_reward_model(cfg: ModelConfig, vocab_size: int, seed: int = 0) -> torc
     """A one-label sequence classifier: from `cfg.path` (a causal LM or classifier directory; its
     transformer is kept and a fresh seeded score head added when it has none) or a tiny Qwen2 built
     from `cfg`, seeded by `seed` (the same trunk `build_causal_lm` builds for that seed)."""
-    from transformers import AutoModelForSequenceClassification, Qwen2Config, Qwen2ForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, Qwen2ForSequenceClassification
 
     dtype = _DTYPES[cfg.dtype]
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         if cfg.path is not None:
-            from rlinf.models.gguf import resolve_model_path
-
-            path = resolve_model_path(cfg.path)
-            if not Path(path).is_dir():
-                raise InputError("model directory not found", key="actor.model.path")
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype,
+            model = AutoModelForSequenceClassification.from_pretrained(local_model_dir(cfg), num_labels=1, dtype=dtype,
                                                                        local_files_only=True)
         else:
-            if cfg.hidden_size % cfg.num_heads:
-                raise InputError(f"hidden_size {cfg.hidden_size} is not divisible by num_heads {cfg.num_heads}",
-                                 key="actor.model.num_heads")
-            config = Qwen2Config(
-                vocab_size=vocab_size, hidden_size=cfg.hidden_size, intermediate_size=4 * cfg.hidden_size,
-                num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-                num_key_value_heads=cfg.num_heads, max_position_embeddings=1024, num_labels=1,
-                pad_token_id=0, bos_token_id=1, eos_token_id=2,
-            )
+            config = tiny_qwen2_config(cfg, vocab_size, max_position_embeddings=1024, num_labels=1)
             model = Qwen2ForSequenceClassification(config).to(dtype)
     if model.config.pad_token_id is None:  # transformers pools at the last non-pad token: it must know pad
         model.config.pad_token_id = model.config.eos_token_id

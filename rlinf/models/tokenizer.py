@@ -98,16 +98,35 @@ def load_tokenizer(path: str | None, chars: str = DEFAULT_CHARS):
     return tok
 
 
+def chat_ids(out) -> List[int]:
+    """`apply_chat_template(tokenize=True)`'s result as a flat list of ints: transformers returns a list, a
+    nested list or a BatchEncoding depending on version and arguments."""
+    if isinstance(out, dict) or hasattr(out, "input_ids"):
+        out = out["input_ids"]
+    if out and isinstance(out[0], list):
+        out = out[0]
+    return [int(i) for i in out]
+
+
 def encode_prompt(tok, text: str) -> List[int]:
     """Token ids of a user prompt: through the chat template (with the assistant turn opened) when the
-    tokenizer has one, else plain `encode`. Always a list of ints: transformers 5 returns a
-    BatchEncoding from `apply_chat_template(tokenize=True)` unless told `return_dict=False`."""
+    tokenizer has one, else plain `encode`. Always a list of ints."""
     if getattr(tok, "chat_template", None):
-        ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                      tokenize=True, return_dict=False)
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # older/newer return shapes
-            ids = ids["input_ids"]
-        if ids and isinstance(ids[0], list):
-            ids = ids[0]
-        return [int(i) for i in ids]
+        return chat_ids(tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                tokenize=True, return_dict=False))
     return tok.encode(text)
+
+
+def conversation_ids(tok, prompt: str, response: str, max_length: int) -> List[int]:
+    """Token ids of one (prompt, response) as a reward model reads it (in training and in scoring): the
+    chat template over a user and an assistant message when the tokenizer has one, else
+    `encode(prompt + response)` plus EOS (unless it already ends with it, as TRL does); at most
+    `max_length` ids, keeping the end (where the response and the score's read-out position are)."""
+    if getattr(tok, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+        ids = chat_ids(tok.apply_chat_template(messages, tokenize=True, return_dict=False))
+    else:
+        ids = list(tok.encode(prompt + response))
+        if tok.eos_token_id is not None and (not ids or ids[-1] != tok.eos_token_id):
+            ids.append(int(tok.eos_token_id))
+    return ids[-max_length:]

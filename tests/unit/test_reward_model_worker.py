@@ -10,7 +10,8 @@ from rlinf.config.schema import RewardConfig, RewardModelConfig
 from rlinf.errors import InputError
 from rlinf.models.tokenizer import CharTokenizer
 from rlinf.workers.reward import RewardWorker, reward_worker_class
-from rlinf.workers.reward.model_worker import RewardModelWorker, RunningNorm, pad_right, reward_model_ids
+from rlinf.models.tokenizer import conversation_ids as reward_model_ids
+from rlinf.workers.reward.model_worker import RewardModelWorker, RunningNorm, pad_right
 from tests.rm_helpers import ARITH_CHARS, hf_scores, save_char_reward_model
 
 ITEMS = [("12+7=", "91", "91"), ("3+4=", "7", "7"), ("20+20=", "04", "40"), ("1+1=", "", "2"),

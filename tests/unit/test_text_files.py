@@ -8,7 +8,8 @@ import pytest
 
 from rlinf.config.schema import DataConfig
 from rlinf.envs.text import PreferencePair, load_task
-from rlinf.envs.text.files import encode_conversation, encode_pairs
+from rlinf.envs.text.files import encode_pairs
+from rlinf.models.tokenizer import conversation_ids as encode_conversation
 from rlinf.errors import InputError
 from rlinf.models.tokenizer import CharTokenizer
 

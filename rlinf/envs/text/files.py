@@ -17,7 +17,7 @@ remaining row for training (`data.train_size` bounds procedural tasks only).
 
 Text of a (prompt, response): the tokenizer's chat template when it has one (the prompt as the user
 message, the response as the assistant message), else prompt + response concatenated followed by the
-end-of-sequence token; see `encode_conversation`.
+end-of-sequence token; see `rlinf.models.tokenizer.conversation_ids`.
 """
 
 import json
@@ -26,11 +26,12 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from rlinf.config.schema import DataConfig
 from rlinf.envs.text.tasks import PreferencePair, TaskSplit, TextSample
 from rlinf.errors import InputError
+from rlinf.models.tokenizer import conversation_ids
 
 logger = logging.getLogger(__name__)
 
@@ -155,39 +156,14 @@ def load_file_task(cfg: DataConfig) -> TaskSplit:
     return TaskSplit(train, held)
 
 
-def _as_ids(out) -> List[int]:
-    """apply_chat_template's result as a flat list of ints (transformers returns lists, nested lists or a
-    BatchEncoding depending on version and arguments)."""
-    if isinstance(out, dict) or hasattr(out, "input_ids"):
-        out = out["input_ids"]
-    if out and isinstance(out[0], list):
-        out = out[0]
-    return [int(i) for i in out]
-
-
-def encode_conversation(tok, prompt: str, response: str, max_length: int) -> List[int]:
-    """Token ids of one (prompt, response): with a chat template, [user: prompt, assistant: response]
-    rendered by it; else encode(prompt + response) + [eos]. At most `max_length` ids: longer ones keep
-    the end (where the response and the score's read-out position are)."""
-    if getattr(tok, "chat_template", None):
-        ids = _as_ids(tok.apply_chat_template([{"role": "user", "content": prompt},
-                                               {"role": "assistant", "content": response}],
-                                              tokenize=True, return_dict=False))
-    else:
-        ids = list(tok.encode(prompt + response))
-        if tok.eos_token_id is not None:
-            ids.append(int(tok.eos_token_id))
-    return ids[-max_length:]
-
-
 def encode_pairs(tok, pairs: List[PreferencePair], max_length: int, key: str) -> List[Tuple[List[int], List[int], float]]:
     """(chosen ids, rejected ids, margin) per pair; text the tokenizer cannot encode (a character outside
     a character tokenizer's alphabet) is an InputError naming the row and `key`."""
     out = []
     for i, pair in enumerate(pairs):
         try:
-            out.append((encode_conversation(tok, pair.prompt, pair.chosen, max_length),
-                        encode_conversation(tok, pair.prompt, pair.rejected, max_length), pair.margin))
+            out.append((conversation_ids(tok, pair.prompt, pair.chosen, max_length),
+                        conversation_ids(tok, pair.prompt, pair.rejected, max_length), pair.margin))
         except ValueError as e:
             raise InputError(f"row {pair.meta.get('row', i + 1)}: {e}", key=key) from None
     return out

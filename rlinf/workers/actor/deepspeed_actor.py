@@ -13,32 +13,19 @@ Everything model- and loss-related is ActorWorker's; this class only swaps the e
 On a machine without CUDA, `DS_ACCELERATOR=cpu` is set before deepspeed is imported.
 """
 
-import logging
 import os
 from contextlib import nullcontext
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import ray
 import torch
 
 from rlinf.config.schema import ActorConfig, AlgorithmConfig
 from rlinf.workers.actor.fsdp_actor import ActorWorker
-
-logger = logging.getLogger(__name__)
-
-_CKPT_TAG = "rlinf"
+from rlinf.workers.deepspeed_common import DeepSpeedCheckpointMixin, import_deepspeed
 
 
-def _import_deepspeed():
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    import deepspeed
-
-    return deepspeed
-
-
-class DeepSpeedActorWorker(ActorWorker):
+class DeepSpeedActorWorker(DeepSpeedCheckpointMixin, ActorWorker):
     """ActorWorker whose model is a DeepSpeed engine (`self.model`); `self.module` is the wrapped HF model."""
 
     def __init__(self, cfg: ActorConfig, algo: AlgorithmConfig, vocab_size: int, seed: int, sampling=1.0):
@@ -48,7 +35,7 @@ class DeepSpeedActorWorker(ActorWorker):
         # DeepSpeed reads the rank layout from the environment; the group's process group already exists.
         os.environ.update({"RANK": str(self.rank), "WORLD_SIZE": str(self.world_size), "LOCAL_RANK": "0"})
         os.environ.setdefault("LOCAL_WORLD_SIZE", "1")
-        _import_deepspeed()
+        import_deepspeed()
 
     def ds_config(self) -> dict:
         cfg = self.cfg
@@ -69,7 +56,7 @@ class DeepSpeedActorWorker(ActorWorker):
         return conf
 
     def setup(self) -> int:
-        deepspeed = _import_deepspeed()
+        deepspeed = import_deepspeed()
         import torch.distributed as dist
 
         if not dist.is_initialized():  # a group of one rank started without a process group
@@ -170,44 +157,6 @@ class DeepSpeedActorWorker(ActorWorker):
                     t = t[box[0][0]:box[0][1]]
                 local[name] = t.clone() if self.zero_stage >= 3 else t
             return self.reshard.send(local, version)
-
-    # ---- checkpoints ----------------------------------------------------------------------------
-    def save_checkpoint(self, path: str, extra: Optional[dict] = None) -> str:
-        self.model.save_checkpoint(path, tag=_CKPT_TAG)
-        self.save_worker_state(path, extra)
-        return path
-
-    def checkpoint_mismatch(self, path: str) -> Optional[str]:
-        """None when the DeepSpeed checkpoint at `path` holds this model's parameters (names and shapes,
-        from the `param_shapes` DeepSpeed records; nothing is loaded into the engine); else the first
-        difference. Optimizer partitions follow the parameters and are checked by DeepSpeed on load."""
-        from rlinf.utils.checkpoint_layout import first_mismatch
-
-        files = sorted((Path(path) / _CKPT_TAG).glob("*model_states.pt"))
-        if not files:
-            return f"{path} holds no DeepSpeed checkpoint (tag '{_CKPT_TAG}')"
-        saved = torch.load(files[0], map_location="cpu", weights_only=True)
-        found = {name: (tuple(shape), "") for group in saved["param_shapes"] for name, shape in group.items()}
-        expected = {name: (tuple(getattr(p, "ds_shape", p.shape)), "") for name, p in self.module.named_parameters()
-                    if p.requires_grad}
-        return first_mismatch(expected, found)
-
-    def load_checkpoint(self, path: str) -> dict:
-        if not Path(path).is_dir():
-            raise FileNotFoundError(f"checkpoint directory {path} not found")
-        load_path, _ = self.model.load_checkpoint(path, tag=_CKPT_TAG)
-        if load_path is None:
-            raise FileNotFoundError(f"no DeepSpeed checkpoint (tag '{_CKPT_TAG}') under {path}")
-        return self.load_worker_state(path)
-
-    # ---- colocated placement ---------------------------------------------------------------------
-    def offload(self) -> None:
-        """Not supported: DeepSpeed manages its own memory (use its offload_optimizer/param config instead)."""
-        if self.device.type != "cpu" and self.cfg.offload:
-            logger.warning("actor.offload is ignored with actor.backend=deepspeed")
-
-    def onload(self) -> None:
-        pass
 
 
 __all__ = ["DeepSpeedActorWorker"]

@@ -8,7 +8,7 @@
 - Input: prompt + response through the reward model's chat template (a user and an assistant message)
   when its tokenizer has one, else the concatenated text followed by EOS (what TRL's RewardTrainer trains
   on: `prompt + chosen + eos`); longer than `reward.model.max_length` tokens keeps the end. See
-  `reward_model_ids`.
+  `rlinf.models.tokenizer.conversation_ids`.
 - Batching: micro-batches of `reward.model.micro_batch_size`, right-padded with the model's
   `config.pad_token_id`, so transformers' own pooling (the head's output at the last non-pad token) reads
   the same position as an unpadded forward.
@@ -34,6 +34,7 @@ import torch.distributed as dist
 from rlinf.config.schema import RewardConfig
 from rlinf.errors import InputError
 from rlinf.models.reward_model import load_reward_model
+from rlinf.models.tokenizer import conversation_ids
 from rlinf.scheduler import Worker
 from rlinf.workers.reward.verifiers import REWARDS
 from rlinf.workers.reward.worker import MODEL, check_weights
@@ -41,7 +42,6 @@ from rlinf.workers.reward.worker import MODEL, check_weights
 STATE_FILE = "reward_state.json"
 
 
-# Tokenizer classes that mean "tokenizer.json as saved" (no model-specific rebuilding).
 def resolve_weights(weights: Dict[str, float]) -> Tuple[float, List[Tuple[str, Callable, float]]]:
     """(weight of the model score, [(verifier name, fn, weight)]) from `reward.weights`; empty: (1.0, [])."""
     if not weights:
@@ -49,29 +49,6 @@ def resolve_weights(weights: Dict[str, float]) -> Tuple[float, List[Tuple[str, C
     check_weights(weights)
     verifiers = [(n, REWARDS.get(n), float(w)) for n, w in sorted(weights.items()) if n != MODEL]
     return float(weights.get(MODEL, 0.0)), verifiers
-
-
-def _as_ids(out) -> List[int]:
-    """apply_chat_template(tokenize=True) returns a list, a nested list or a BatchEncoding by version."""
-    if isinstance(out, dict) or hasattr(out, "input_ids"):
-        out = out["input_ids"]
-    if out and isinstance(out[0], list):
-        out = out[0]
-    return [int(i) for i in out]
-
-
-def reward_model_ids(tokenizer, prompt: str, response: str, max_length: int) -> List[int]:
-    """Token ids the reward model reads for (prompt, response): the chat template over a user and an
-    assistant message when the tokenizer has one, else `encode(prompt + response)` (with the tokenizer's
-    own special tokens) plus EOS; the last `max_length` ids."""
-    if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-        ids = _as_ids(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
-    else:
-        ids = list(tokenizer.encode(prompt + response))
-        if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
-            ids.append(tokenizer.eos_token_id)
-    return ids[-max_length:]
 
 
 def pad_right(seqs: Sequence[List[int]], pad_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -149,7 +126,7 @@ class RewardModelWorker(Worker):
     def model_scores(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
         """[N] raw reward-model scores (float32, CPU), micro-batched."""
         try:
-            seqs = [reward_model_ids(self.tokenizer, p, r, self.cfg.model.max_length)
+            seqs = [conversation_ids(self.tokenizer, p, r, self.cfg.model.max_length)
                     for p, r in zip(prompts, responses)]
         except ValueError as e:  # a character tokenizer meets a character outside its alphabet
             raise InputError(f"the reward model's tokenizer cannot encode a prompt or response: {e}",

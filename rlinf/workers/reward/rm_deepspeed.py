@@ -13,26 +13,15 @@ On a machine without CUDA, `DS_ACCELERATOR=cpu` is set before deepspeed is impor
 
 import os
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Dict, Optional
 
 import torch
 
 from rlinf.config.schema import ActorConfig
+from rlinf.workers.deepspeed_common import DeepSpeedCheckpointMixin, import_deepspeed
 from rlinf.workers.reward.rm_trainer import RewardModelTrainer
 
-_CKPT_TAG = "rlinf"
-
-
-def _import_deepspeed():
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    import deepspeed
-
-    return deepspeed
-
-
-class DeepSpeedRewardModelTrainer(RewardModelTrainer):
+class DeepSpeedRewardModelTrainer(DeepSpeedCheckpointMixin, RewardModelTrainer):
     """`self.model` is the DeepSpeed engine after `setup`; `self.module` the wrapped classifier."""
 
     def __init__(self, cfg: ActorConfig, vocab_size: int, seed: int):
@@ -42,7 +31,7 @@ class DeepSpeedRewardModelTrainer(RewardModelTrainer):
         # DeepSpeed reads the rank layout from the environment; the group's process group already exists.
         os.environ.update({"RANK": str(self.rank), "WORLD_SIZE": str(self.world_size), "LOCAL_RANK": "0"})
         os.environ.setdefault("LOCAL_WORLD_SIZE", "1")
-        _import_deepspeed()
+        import_deepspeed()
 
     def ds_config(self) -> dict:
         cfg = self.cfg
@@ -59,7 +48,7 @@ class DeepSpeedRewardModelTrainer(RewardModelTrainer):
     def setup(self) -> int:
         import torch.distributed as dist
 
-        deepspeed = _import_deepspeed()
+        deepspeed = import_deepspeed()
         if not dist.is_initialized():  # a group of one rank started without a process group
             deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
         self.module.to(self.device)
@@ -97,33 +86,10 @@ class DeepSpeedRewardModelTrainer(RewardModelTrainer):
 
     # ---- checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self, path: str, extra: Optional[dict] = None, export_dir: Optional[str] = None) -> str:
-        self.model.save_checkpoint(path, tag=_CKPT_TAG)
-        self.save_worker_state(path, extra)
+        super().save_checkpoint(path, extra)
         if export_dir is not None:
             self.export_hf(export_dir)
         return path
-
-    def checkpoint_mismatch(self, path: str) -> Optional[str]:
-        """None when the DeepSpeed checkpoint at `path` holds this model's parameters (names and shapes from
-        the `param_shapes` DeepSpeed records; nothing loaded); else the first difference."""
-        from rlinf.utils.checkpoint_layout import first_mismatch
-
-        files = sorted((Path(path) / _CKPT_TAG).glob("*model_states.pt"))
-        if not files:
-            return f"{path} holds no DeepSpeed checkpoint (tag '{_CKPT_TAG}')"
-        saved = torch.load(files[0], map_location="cpu", weights_only=True)
-        found = {name: (tuple(shape), "") for group in saved["param_shapes"] for name, shape in group.items()}
-        expected = {name: (tuple(getattr(p, "ds_shape", p.shape)), "") for name, p in self.module.named_parameters()
-                    if p.requires_grad}
-        return first_mismatch(expected, found)
-
-    def load_checkpoint(self, path: str) -> dict:
-        if not Path(path).is_dir():
-            raise FileNotFoundError(f"checkpoint directory {path} not found")
-        load_path, _ = self.model.load_checkpoint(path, tag=_CKPT_TAG)
-        if load_path is None:
-            raise FileNotFoundError(f"no DeepSpeed checkpoint (tag '{_CKPT_TAG}') under {path}")
-        return self.load_worker_state(path)
 
     def offload(self) -> None:
         """DeepSpeed manages its own memory (its offload_optimizer / offload_param config)."""
