@@ -55,8 +55,9 @@ class RunnerConfig:
                                     "all max_steps.", choices=["return", "length", "success_rate", "accuracy", "reward"])
     stop_value: Optional[float] = _f(None, "Threshold of runner.stop_metric (stop when the evaluation's value >= it).")
     workflow: str = _f("auto", "Dataflow (registry in rlinf.workflows): auto (embodied when env.id is set, else "
-                       "reasoning), reasoning, embodied or reward_model.",
-                       choices=["auto", "reasoning", "embodied", "reward_model"])
+                       "reasoning), reasoning, embodied, reward_model, agent (multi-turn text / tool episodes "
+                       "in an env group) or sft (supervised fine-tuning on conversations).",
+                       choices=["auto", "reasoning", "embodied", "reward_model", "agent", "sft"])
     schedule: str = _f("auto", "Training schedule: auto (from placement and max_staleness), sync, async or pipeline.", choices=["auto", "sync", "async", "pipeline"])
     seed: int = _f(1, "Global random seed.", min=0)
     log_interval: int = _f(1, "Log metrics every N steps.", min=1)

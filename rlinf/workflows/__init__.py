@@ -32,11 +32,27 @@ def _reward_model_components(cfg: RLinfConfig) -> Tuple[str, ...]:
     return ("actor",)  # the reward model trains on the actor's devices, as the actor group
 
 
+def _agent_components(cfg: RLinfConfig) -> Tuple[str, ...]:
+    """The env group runs the text / tool episodes and grades them: no reward group."""
+    names = ["actor", "rollout", "env"]
+    if cfg.critic.enabled:
+        names.append("critic")
+    if cfg.algorithm.kl_coef > 0:
+        names.append("reference")
+    return tuple(names)
+
+
+def _sft_components(cfg: RLinfConfig) -> Tuple[str, ...]:
+    return ("actor",)
+
+
 # name -> (module, class, the groups it starts)
 WORKFLOWS: Dict[str, Tuple[str, str, Callable[[RLinfConfig], Tuple[str, ...]]]] = {
     "reasoning": ("rlinf.workflows.reasoning", "ReasoningWorkflow", _rl_components),
     "embodied": ("rlinf.workflows.embodied", "EmbodiedWorkflow", _rl_components),
     "reward_model": ("rlinf.workflows.reward_model", "RewardModelWorkflow", _reward_model_components),
+    "agent": ("rlinf.workflows.agent", "AgentWorkflow", _agent_components),
+    "sft": ("rlinf.workflows.sft", "SFTWorkflow", _sft_components),
 }
 
 
