@@ -46,7 +46,7 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, name: str = "k3") -> Tensor:
 
 
 def kl_penalized_token_rewards(scores: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor, coef: float,
-                               name: str = "k1") -> tuple[Tensor, Tensor]:
+                               name: str = "k1", token_rewards: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """KL in the reward (InstructGPT; verl's use_kl_in_reward). With kl_t the per-token estimate
     (`name`) on valid tokens:
 
@@ -54,12 +54,14 @@ def kl_penalized_token_rewards(scores: Tensor, logp: Tensor, ref_logp: Tensor, m
 
     Returns (token rewards [B, T], KL_seq [B]). The outcome score stays at the last token; the penalty
     is on every generated token, so GAE / REINFORCE++ see it per step and sequence-level estimators
-    (GRPO, RLOO) see score - coef * KL_seq."""
+    (GRPO, RLOO) see score - coef * KL_seq. `token_rewards` [B, T], when given, replaces the score at the
+    last token (multi-turn episodes: per-turn rewards + the outcome at the last model token)."""
     from .advantages import scores_to_token_rewards
 
     valid = (mask > 0).to(logp.dtype)
     kl = kl_penalty(logp, ref_logp, name) * valid
-    return scores_to_token_rewards(scores.to(logp.dtype), mask) - coef * kl, kl.sum(dim=1)
+    base = scores_to_token_rewards(scores.to(logp.dtype), mask) if token_rewards is None else token_rewards.to(logp.dtype)
+    return base - coef * kl, kl.sum(dim=1)
 
 
 class AdaptiveKLController:

@@ -168,6 +168,12 @@ class ActorConfig:
     offload: bool = _f(False, "Colocated placement, sync schedule: the actor's and the reference's parameters, "
                        "gradients and optimizer state leave the device in the phases that do not need them "
                        "(rlinf.runners.residency says who moves when).")
+    init_checkpoint: Optional[str] = _f(None, "Start the actor (and the reference, the KL anchor) from the model "
+                                        "weights of an rlinf checkpoint, not its optimizer: a checkpoint directory "
+                                        "<run>/checkpoints/step_N, its actor/ folder, or a run directory (its "
+                                        "newest complete checkpoint); e.g. an SFT run's checkpoint as the start of "
+                                        "an RL run. FSDP causal-LM actors (reasoning, agent, sft workflows). "
+                                        "null: actor.model as built.")
 
 
 @dataclass
@@ -245,6 +251,27 @@ class EnvConfig:
                                    "an episode then counts as a success if it succeeded at any step.")
     task_ids: Optional[List[int]] = _f(None, "LIBERO: tasks of the suite (0-9) the env slots run, slot j task "
                                        "task_ids[j mod len]; null: slot j runs task j mod 10.")
+    tools: List[str] = _f(help="Agent workflow: tools the model may call (rlinf.tools registry: calculator, python, "
+                          "retrieve, ...); a non-empty list makes runner.workflow=auto pick the agent workflow.",
+                          factory=list)
+    max_turns: int = _f(4, "Agent workflow: model turns per episode at most (the episode is truncated after the last).",
+                        min=1)
+    max_total_tokens: int = _f(1024, "Agent workflow: prompt + model turns + tool results per episode at most, in "
+                               "policy tokens (truncated once reached).", min=1)
+    malformed_call_reward: float = _f(0.0, "Agent workflow: per-turn reward of a tool call that does not parse or "
+                                      "names an unknown tool (e.g. -0.1).")
+    system_prompt: bool = _f(True, "Agent workflow: start each episode with rlinf's tool-use system prompt (the call "
+                             "format and the tool list); false for tiny models that learn the format by SFT.")
+    scheduling: str = _f("per_trajectory", "Agent workflow: per_trajectory (each episode generates its next turn as "
+                         "soon as its tool returns, batched with whichever others are ready) or lockstep (every "
+                         "unfinished episode waits for the slowest tool of the round).",
+                         choices=["per_trajectory", "lockstep"])
+    tool_workers: int = _f(8, "Agent workflow: tool calls running at once per env worker (threads; the python tool "
+                           "runs each call in a sandboxed process).", min=1)
+    corpus: Optional[str] = _f(None, "Agent workflow: corpus file of the retrieve tool (.jsonl with a 'text' field, or "
+                               "one document per line).")
+    transcripts: int = _f(8, "Agent workflow: evaluation episodes written to <run>/transcripts/ (jsonl and markdown) "
+                          "at every evaluation.", min=0)
 
 
 @dataclass
@@ -279,9 +306,11 @@ class RewardConfig:
 
 @dataclass
 class DataConfig:
-    task: str = _f("arith", "Task or dataset kind (e.g. 'arith', a reasoning-gym task name, 'jsonl').")
+    task: str = _f("arith", "Task or dataset kind (e.g. 'arith', a reasoning-gym task name, 'jsonl'; files: "
+                   "'prompts', 'preference', 'conversations' for runner.workflow sft).")
     path: Optional[str] = _f(None, "Dataset file for file-based tasks (GSM8K-format JSONL).")
-    max_operand: int = _f(9, "Largest operand of the 'arith' task.", min=1)
+    max_operand: int = _f(9, "Largest operand of the 'arith' and 'calc' tasks.", min=1)
+    min_operand: int = _f(0, "Smallest operand of the 'calc' task.", min=0)
     answer_width: int = _f(0, "'arith': zero-pad answers to this many digits (0: no padding).", min=0)
     answer_reversed: bool = _f(False, "'arith': write answers least-significant digit first (easier for small "
                                "transformers to learn; still graded exactly).")
@@ -289,7 +318,7 @@ class DataConfig:
     train_size: int = _f(1000, "Training prompts generated (procedural tasks).", min=1)
     eval_size: int = _f(100, "Held-out evaluation prompts.", min=1)
     seed: int = _f(1234, "Seed of the data generator; the eval split uses a disjoint seed.", min=0)
-    eval_path: Optional[str] = _f(None, "File tasks ('prompts', 'preference'): held-out file (null: the last "
+    eval_path: Optional[str] = _f(None, "File tasks ('prompts', 'preference', 'conversations'): held-out file (null: the last "
                                   "data.eval_size rows of data.path are held out).")
     prompt_key: str = _f("prompt", "File tasks: column of the prompt text.")
     answer_key: Optional[str] = _f(None, "'prompts' files: column of a reference answer for verifiers (null: none).")
@@ -297,8 +326,11 @@ class DataConfig:
     rejected_key: str = _f("rejected", "'preference' files: column of the dispreferred response.")
     margin_key: Optional[str] = _f(None, "'preference' files: column of a per-pair margin m in the Bradley-Terry "
                                    "loss -log sigmoid(r_chosen - r_rejected - m) (null: no margin).")
-    max_length: int = _f(256, "'preference': tokens of prompt + response kept at most (longer ones keep the end).",
-                         min=8)
+    max_length: int = _f(256, "'preference': tokens of prompt + response kept at most (longer ones keep the end); "
+                         "'conversations': tokens of a rendered conversation kept at most (longer ones keep the "
+                         "start, counted in sft/truncated).", min=8)
+    messages_key: str = _f("messages", "'conversations' files: column of each row's message list, [{role, content}] "
+                           "with roles system, user, assistant, tool; SFT puts loss on assistant tokens only.")
 
 
 @dataclass

@@ -41,6 +41,10 @@ class CharTokenizer:
             raise ValueError(f"character {e.args[0]!r} is not in the tokenizer's alphabet") from None
         return ([self.bos_token_id] + ids) if add_special_tokens else ids
 
+    def keep_known(self, text: str) -> str:
+        """`text` without the characters outside the alphabet (tool output the model cannot read)."""
+        return "".join(c for c in text if c.lower() in self._ids)
+
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         out = []
         for i in ids:

@@ -85,6 +85,8 @@ class Runner:
                                      resume_step=self.start_step if self.resume_from is not None else None,
                                      wandb_mode=self.cfg.runner.wandb, wandb_project=self.cfg.runner.wandb_project)
         logger.info("run directory: %s", self.run_dir.path)
+        if hasattr(self.workflow, "attach_run_dir"):  # workflows that write files of their own (transcripts)
+            self.workflow.attach_run_dir(self.run_dir.path)
 
     def save_checkpoint(self, step: int) -> None:
         with self.phase("save_checkpoint"):

@@ -13,10 +13,12 @@ from rlinf.config.schema import RLinfConfig
 
 def workflow_name(cfg: RLinfConfig) -> str:
     """`runner.workflow`, or with `auto`: embodied when the config names a simulator task (`env.id`),
-    else reasoning."""
+    agent when it names tools (`env.tools`), else reasoning."""
     if cfg.runner.workflow != "auto":
         return cfg.runner.workflow
-    return "embodied" if cfg.env.id is not None else "reasoning"
+    if cfg.env.id is not None:
+        return "embodied"
+    return "agent" if cfg.env.tools else "reasoning"
 
 
 def _rl_components(cfg: RLinfConfig) -> Tuple[str, ...]:

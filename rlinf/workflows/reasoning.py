@@ -93,11 +93,7 @@ class ReasoningWorkflow(WeightSyncMixin):
                                    args=(cfg.rollout, cfg.actor.model, vocab, tok.eos_token_id, tok.pad_token_id,
                                          cfg.runner.seed), init_dist=False, wait_ready=False)
         self.groups.append(self.rollout)
-        reward_cls = reward_worker_class(cfg.reward)  # rule verifiers or a learned reward model
-        self.reward = WorkerGroup(cluster, reward_cls, "reward", devices["reward"], args=(cfg.reward,),
-                                  init_dist=reward_cls.INIT_DIST, wait_ready=False)
-        self.reward_has_state = reward_cls.has_state(cfg.reward)  # checkpointed under <ckpt>/reward
-        self.groups.append(self.reward)
+        self.launch_scoring_group(cluster)
         self.critic = None
         if cfg.critic.enabled:
             check_critic_init(cfg.critic, cfg.reward.model.path, tok)
@@ -127,6 +123,15 @@ class ReasoningWorkflow(WeightSyncMixin):
                                     staged=self.async_schedule)
         logger.info("actor: %s parameters on %d rank(s); placement %s", f"{n_params:,}", self.actor.size,
                     self.placement.mode)
+
+    def launch_scoring_group(self, cluster: Cluster) -> None:
+        """Launch (without waiting) the group that scores responses: the reward group, rule verifiers or a
+        learned reward model. The agent workflow launches its env group here instead."""
+        reward_cls = reward_worker_class(self.cfg.reward)
+        self.reward = WorkerGroup(cluster, reward_cls, "reward", self.placement.devices["reward"],
+                                  args=(self.cfg.reward,), init_dist=reward_cls.INIT_DIST, wait_ready=False)
+        self.reward_has_state = reward_cls.has_state(self.cfg.reward)  # checkpointed under <ckpt>/reward
+        self.groups.append(self.reward)
 
     # ---- data -------------------------------------------------------------------------------------
     def prompts_for_step(self, step: int) -> List[TextSample]:
@@ -187,8 +192,12 @@ class ReasoningWorkflow(WeightSyncMixin):
                        timing={"rollout": t1 - t0, "reward": time.time() - t1})
         return rollout
 
+    def training_batch(self, rollout: Dict) -> Dict[str, torch.Tensor]:
+        """The rows the actor and critic read (prompt + response layout of `build_lm_batch`)."""
+        return build_lm_batch(rollout["prompts"], rollout, self.tokenizer.pad_token_id)
+
     def train(self, rollout: Dict) -> Dict[str, float]:
-        batch = build_lm_batch(rollout["prompts"], rollout, self.tokenizer.pad_token_id)
+        batch = self.training_batch(rollout)
         t0 = time.time()
         values = ref_logprobs = None
         # With packing, ranks get token-balanced shards (equal row counts); outputs come back in batch order.
@@ -238,16 +247,18 @@ class ReasoningWorkflow(WeightSyncMixin):
         """Advantages, with the KL to the reference where `algorithm.kl_in` puts it: in the loss (the batch
         carries `ref_logprobs` to the actor) or in the reward (per-token penalty, coefficient from the
         adaptive controller, updated after this batch). The KL of the batch is measured against the
-        behaviour log-probs (the sampling policy) with `algorithm.kl_estimator`."""
+        behaviour log-probs (the sampling policy) with `algorithm.kl_estimator`. A multi-turn rollout
+        brings its own `token_rewards` (per-turn rewards + the outcome at its last model token)."""
         algo, scores, mask = self.cfg.algorithm, rollout["scores"], batch["response_mask"]
+        turn_rewards = rollout["token_rewards"] if "token_rewards" in rollout else None
         if ref_logprobs is None:
-            return add_advantages(batch, scores, rollout["group_index"], algo, values), {}
+            return add_advantages(batch, scores, rollout["group_index"], algo, values, turn_rewards), {}
         coef = self.kl.coef
         token_rewards, kl_seq = kl_penalized_token_rewards(scores, batch["behaviour_logprobs"], ref_logprobs, mask,
-                                                           coef, algo.kl_estimator)
+                                                           coef, algo.kl_estimator, turn_rewards)
         if algo.kl_in == "loss":
             batch = {**batch, "ref_logprobs": ref_logprobs}
-            token_rewards = None
+            token_rewards = turn_rewards
         batch = add_advantages(batch, scores, rollout["group_index"], algo, values, token_rewards)
         kl_mean = float(kl_seq.mean())
         if algo.kl_in == "reward":

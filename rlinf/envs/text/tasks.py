@@ -128,6 +128,10 @@ def load_task(cfg: DataConfig) -> TaskSplit:
         from rlinf.envs.text.files import load_file_task
 
         return load_file_task(cfg)
+    if cfg.task == "calc":
+        from rlinf.envs.text.calc import load_calc
+
+        return load_calc(cfg)
     if cfg.task in ("synthetic_preference", "synthetic_prompts"):
         from rlinf.envs.text.synthetic_preference import load_synthetic
 

@@ -130,7 +130,7 @@ def sample(model: torch.nn.Module, prompts: Sequence[Sequence[int]], params: Sam
     out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True)
     past, logits = out.past_key_values, out.logits[:, -1, :]
     next_pos = pos[:, -1:] + 1
-    tokens, logps = [], []
+    tokens, logps, valid = [], [], []
     finished = torch.zeros(n, dtype=torch.bool, device=device)
     for _ in range(params.max_new_tokens):
         logits = logits.float()
@@ -142,6 +142,7 @@ def sample(model: torch.nn.Module, prompts: Sequence[Sequence[int]], params: Sam
         logp = logp_all.gather(-1, tok[:, None]).squeeze(-1)
         tok = torch.where(finished, torch.full_like(tok, pad_id), tok)
         tokens.append(tok)
+        valid.append(~finished)
         logps.append(torch.where(finished, torch.zeros_like(logp), logp))
         finished |= tok == eos_id
         if stop_token_seqs:
@@ -155,15 +156,8 @@ def sample(model: torch.nn.Module, prompts: Sequence[Sequence[int]], params: Sam
         next_pos = next_pos + 1
     responses = torch.stack(tokens, 1).cpu()
     logprobs = torch.stack(logps, 1).cpu()
-    mask = response_mask(responses, eos_id, pad_id)
+    mask = torch.stack(valid, 1).float().cpu()  # up to and including EOS or the stop sequence's last token
     return Generation(responses, logprobs * mask, mask)
-
-
-def response_mask(responses: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
-    """1.0 up to and including the first EOS of each row; 0 afterwards."""
-    is_eos = responses == eos_id
-    after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
-    return (~after_eos).float()
 
 
 def _ends_with_stop(tokens: torch.Tensor, stops: List[List[int]]) -> torch.Tensor:

@@ -59,6 +59,24 @@ class RolloutWorker(ModuleReshardTarget, Worker):
         gen = sample(self.model, prompts, params, self.eos_id, self.pad_id, self.generator)
         return {"responses": gen.responses, "logprobs": gen.logprobs, "mask": gen.mask, "version": self.version}
 
+    def generate_turns(self, contexts: Sequence[Sequence[int]], stop_token_seqs: List[List[int]],
+                       greedy: bool = False, seed: int | None = None) -> Dict[str, object]:
+        """One model turn per context (multi-turn episodes; an env worker calls this directly): at most
+        `rollout.max_new_tokens` tokens, ending at EOS or at the end of a stop sequence. Returns plain lists
+        (`tokens`, `logprobs`, one per generated token) and the weights `version`. `seed` reseeds the
+        sampler; None continues its stream (the later turns of one collection)."""
+        params = SamplingParams(max_new_tokens=self.cfg.max_new_tokens,
+                                temperature=0.0 if greedy else self.cfg.temperature,
+                                top_p=self.cfg.top_p, top_k=self.cfg.top_k)
+        if seed is not None:
+            self.generator.manual_seed(seed * 1000 + self.rank)
+        gen = sample(self.model, contexts, params, self.eos_id, self.pad_id, self.generator,
+                     stop_token_seqs=stop_token_seqs)
+        lengths = gen.mask.sum(1).long().tolist()
+        return {"tokens": [row[:n].tolist() for row, n in zip(gen.responses, lengths)],
+                "logprobs": [row[:n].tolist() for row, n in zip(gen.logprobs, lengths)],
+                "version": self.version}
+
     # ---- residency (the schedule decides when: rlinf.runners.residency) ----------------------------
     def offload(self) -> bool:
         """Nothing moves: the weights are bound to the resharding engine's views (its arena or its
