@@ -3,8 +3,8 @@
 `python -m rlinf.run` calls `preflight(cfg)` after the config and placement are validated and before
 the cluster starts or anything is written, so a bad LIBERO task id, a gymnasium task whose spaces the
 policies cannot handle, a model directory without weights, a reward model that is not a one-label
-sequence classifier (reward.type=model) or one whose tokenizer is not the policy's
-(critic.init_from_reward_model) is one line naming the key and exit code 2, not a remote traceback from a worker after the run directory exists.
+sequence classifier (reward.type=model), one whose tokenizer is not the policy's
+(critic.init_from_reward_model) or an actor.init_checkpoint that does not fit the actor is one line naming the key and exit code 2, not a remote traceback from a worker after the run directory exists.
 
 Every check is cheap: LIBERO's task list is read from its task-map file (no simulator, no LIBERO
 import), a gymnasium task is built once without rendering or reset, and a model directory is only
@@ -25,6 +25,8 @@ INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 def preflight(cfg: RLinfConfig) -> None:
     """Raise `InputError` naming the key for bad input that workers would otherwise find."""
+    if cfg.actor.init_checkpoint is not None:
+        check_init_checkpoint(cfg)
     if cfg.env.id is not None:
         _check_embodied(cfg)
     else:  # reasoning: the actor (and critic) load causal LMs from their paths
@@ -35,8 +37,40 @@ def preflight(cfg: RLinfConfig) -> None:
             check_reward_model(cfg)
         if cfg.critic.enabled and cfg.critic.init_from_reward_model:
             _check_critic_from_reward_model(cfg)
-        if cfg.data.task in ("prompts", "preference"):
+        if cfg.data.task in ("prompts", "preference", "conversations"):
             _check_data_files(cfg)
+
+
+# workflows whose actor is the FSDP causal LM that `actor.init_checkpoint` initialises
+INIT_WORKFLOWS = ("reasoning", "agent", "sft")
+
+
+def check_init_checkpoint(cfg: RLinfConfig) -> None:
+    """actor.init_checkpoint: a workflow and backend that read it, a directory that resolves to actor shards
+    (`rlinf.utils.checkpoint_layout.init_checkpoint_dir`) whose model tensors are exactly those of the
+    model this config builds (names, shapes, dtypes: checkpoint metadata against a meta-device model)."""
+    import pickle
+
+    from rlinf.models.causal_lm import meta_causal_lm
+    from rlinf.models.tokenizer import load_tokenizer
+    from rlinf.utils.checkpoint_layout import INIT_KEY, first_mismatch, init_checkpoint_dir, layout_of, model_layout
+    from rlinf.workflows import workflow_name
+
+    if workflow_name(cfg) not in INIT_WORKFLOWS or cfg.actor.backend != "fsdp":
+        raise InputError(f"starts the FSDP causal-LM actor of the {', '.join(INIT_WORKFLOWS)} workflows only "
+                         f"(this run: workflow {workflow_name(cfg)}, actor.backend {cfg.actor.backend})", key=INIT_KEY)
+    folder = init_checkpoint_dir(cfg.actor.init_checkpoint)
+    try:
+        found = model_layout(folder)
+    except (OSError, EOFError, pickle.UnpicklingError) as e:
+        raise InputError(f"{folder}: cannot read the checkpoint metadata ({type(e).__name__}: {e})",
+                         key=INIT_KEY) from None
+    if not found:
+        raise InputError(f"{folder} holds no model tensors", key=INIT_KEY)
+    vocab = len(load_tokenizer(cfg.actor.model.path, cfg.actor.model.char_vocab))
+    mismatch = first_mismatch(layout_of(meta_causal_lm(cfg.actor.model, vocab).state_dict(), "model."), found)
+    if mismatch is not None:
+        raise InputError(f"{folder}: {mismatch}", key=INIT_KEY)
 
 
 def _check_data_files(cfg: RLinfConfig) -> None:

@@ -54,5 +54,18 @@ def build_causal_lm(cfg: ModelConfig, vocab_size: int, seed: int = 0) -> torch.n
     return model
 
 
+def meta_causal_lm(cfg: ModelConfig, vocab_size: int) -> torch.nn.Module:
+    """The model `build_causal_lm` makes, on the meta device (names, shapes and dtypes; no weights read or
+    allocated): what a checkpoint's layout is compared with before anything loads."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if cfg.path is None:
+        with torch.device("meta"):
+            return build_causal_lm(cfg, vocab_size)
+    config = AutoConfig.from_pretrained(local_model_dir(cfg), local_files_only=True)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, dtype=_DTYPES[cfg.dtype])
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -5,14 +5,11 @@ saving never resumes from a half-written checkpoint.
 """
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Callable, Tuple
 
 from rlinf.errors import InputError
-
-_STEP = re.compile(r"^step_(\d+)$")
 
 
 def save(run_dir: Path, step: int, write: Callable[[str], None]) -> Path:
@@ -33,15 +30,13 @@ def latest(run_dir: Path) -> Tuple[Path, int]:
         raise InputError("resume directory not found", key=str(run_dir))
     if (run_dir / "COMPLETE").exists():
         return run_dir, json.loads((run_dir / "trainer_state.json").read_text())["step"]
-    found = []
-    for child in (run_dir / "checkpoints").glob("step_*"):
-        m = _STEP.match(child.name)
-        if m and (child / "COMPLETE").exists():
-            found.append((int(m.group(1)), child))
-    if not found:
+    from rlinf.utils.checkpoint_layout import newest_complete  # torch: imported when resuming only
+
+    newest = newest_complete(run_dir)
+    if newest is None:
         raise InputError("no complete checkpoint in this directory (expected checkpoints/step_N/COMPLETE)",
                          key=str(run_dir))
-    step, path = max(found)
+    step, path = newest
     return path, step
 
 

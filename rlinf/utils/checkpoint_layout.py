@@ -11,12 +11,50 @@ Layouts come from the live model (the worker knows what it built: `layout_of`) a
 file with `weights_only=True`). Nothing here loads tensors into a model.
 """
 
+import re
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
+from rlinf.errors import InputError
+
 Layout = Dict[str, Tuple[Tuple[int, ...], str]]
+
+_STEP = re.compile(r"^step_(\d+)$")
+INIT_KEY = "actor.init_checkpoint"
+
+
+def newest_complete(run_dir: Path) -> Optional[Tuple[int, Path]]:
+    """(step, path) of the newest `checkpoints/step_N` of a run directory with its COMPLETE marker; None
+    when it has none."""
+    found = []
+    for child in (Path(run_dir) / "checkpoints").glob("step_*"):
+        m = _STEP.match(child.name)
+        if m and (child / "COMPLETE").exists():
+            found.append((int(m.group(1)), child))
+    return max(found) if found else None
+
+
+def init_checkpoint_dir(path: str, group: str = "actor") -> Path:
+    """The torch.distributed.checkpoint folder of `group` that `actor.init_checkpoint` names: `path`
+    itself when it holds one (`.metadata`), else `path/<group>` of a complete checkpoint directory
+    (`<run>/checkpoints/step_N`), else that of a run directory's newest complete checkpoint. InputError
+    naming actor.init_checkpoint when there is none."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise InputError(f"checkpoint directory not found: {path}", key=INIT_KEY)
+    if (p / ".metadata").is_file():
+        return p
+    if not (p / "COMPLETE").exists():
+        newest = newest_complete(p)
+        if newest is None:
+            raise InputError(f"{path} is neither a checkpoint (checkpoints/step_N with COMPLETE) nor a run "
+                             "directory holding one", key=INIT_KEY)
+        p = newest[1]
+    if not (p / group / ".metadata").is_file():
+        raise InputError(f"{p} holds no {group} shards ({group}/.metadata missing)", key=INIT_KEY)
+    return p / group
 
 
 def layout_of(state: Mapping, prefix: str = "") -> Layout:
@@ -46,6 +84,11 @@ def dcp_layout(path: str) -> Layout:
 def torch_file_layout(path: Path, prefix: str = "") -> Layout:
     """The tensors of a `torch.save` file (loaded with weights_only=True, mapped, not copied)."""
     return layout_of(torch.load(path, map_location="cpu", weights_only=True, mmap=True), prefix)
+
+
+def model_layout(path: Path) -> Layout:
+    """The layout of the model tensors (`model.*`, no optimizer state) of a torch.distributed.checkpoint."""
+    return {name: spec for name, spec in dcp_layout(str(path)).items() if name.startswith("model.")}
 
 
 def first_mismatch(expected: Layout, found: Layout) -> Optional[str]:

@@ -194,6 +194,24 @@ class FSDPTrainWorker(Worker):
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
         return self.load_worker_state(path)
 
+    def load_model_weights(self, path: str) -> None:
+        """Only the model weights of the torch.distributed.checkpoint at `path` (its optimizer state and RNG
+        are not read): the start of a run from another run's checkpoint (`actor.init_checkpoint`). The
+        checkpoint's layout may come from any number of ranks."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+        state = {"model": get_model_state_dict(self.model)}
+        dcp.load(state, checkpoint_id=path)
+        set_model_state_dict(self.model, state["model"])
+
+    def full_state_dict(self) -> Optional[Dict[str, torch.Tensor]]:
+        """The full (unsharded) weights on rank 0, None on the others (a collective: every rank calls)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return state if self.rank == 0 else None
+
     # ---- colocated placement: free the device between phases ------------------------------------
     def offload(self) -> None:
         """Move parameters, gradients and optimizer state to CPU (a no-op on CPU devices)."""

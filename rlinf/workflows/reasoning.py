@@ -102,10 +102,11 @@ class ReasoningWorkflow(WeightSyncMixin):
                                       kwargs={"reward_model_path": cfg.reward.model.path}, wait_ready=False)
             self.groups.append(self.critic)
         self.reference = None
-        if cfg.algorithm.kl_coef > 0:  # pi_ref: the actor's initial policy (same model config and seed)
+        if cfg.algorithm.kl_coef > 0:  # pi_ref: the actor's initial policy (model config, seed, init checkpoint)
             self.reference = WorkerGroup(cluster, ReferenceWorker, "reference", devices["reference"],
                                          args=(cfg.actor.model, vocab, cfg.runner.seed, cfg.actor.micro_batch_size,
-                                               cfg.rollout, cfg.actor.max_tokens_per_micro_batch), wait_ready=False)
+                                               cfg.rollout, cfg.actor.max_tokens_per_micro_batch),
+                                         kwargs={"init_checkpoint": cfg.actor.init_checkpoint}, wait_ready=False)
             self.groups.append(self.reference)
         for group in self.groups:
             group.ready()

@@ -1,4 +1,5 @@
-"""Prompts and preference pairs from files users have: local jsonl / parquet / arrow files.
+"""Prompts, preference pairs and conversations (rlinf.envs.text.conversations) from files users have:
+local jsonl / parquet / arrow files.
 
 Files are read with Hugging Face `datasets` (`load_dataset("json" | "parquet" | "arrow", data_files=...)`),
 never from the hub: `HF_DATASETS_OFFLINE=1` is set and the dataset cache lives in a temporary directory
@@ -6,7 +7,8 @@ that is removed once the rows are in memory, so nothing is left under ~/.cache.
 
 Columns come from the config: `data.prompt_key`, and for `data.task: prompts` the optional
 `data.answer_key`; for `data.task: preference` `data.chosen_key`, `data.rejected_key` and the optional
-`data.margin_key`. Every text cell must be a string and every margin a finite number; a missing file,
+`data.margin_key`; for `data.task: conversations` `data.messages_key` (rlinf.envs.text.conversations).
+Every text cell must be a string and every margin a finite number; a missing file,
 a missing column or a malformed row is an `InputError` naming the file, the row (1-based, in file
 order) and the column, so `python -m rlinf.run` reports it in one line before anything starts
 (rlinf.preflight calls `load_file_task`).
@@ -134,11 +136,14 @@ def read_preferences(path: str, cfg: DataConfig, key: str) -> List[PreferencePai
 
 
 def load_file_task(cfg: DataConfig) -> TaskSplit:
-    """`data.task` prompts or preference: rows of `data.path`, held out per the module docstring."""
+    """`data.task` prompts, preference or conversations (rlinf.envs.text.conversations): rows of
+    `data.path`, held out per the module docstring."""
     if cfg.path is None:
         raise InputError(f"data.task '{cfg.task}' reads a file: set data.path (jsonl, parquet or arrow)",
                          key="data.path")
-    read = read_prompts if cfg.task == "prompts" else read_preferences
+    from rlinf.envs.text.conversations import read_conversations
+
+    read = {"prompts": read_prompts, "preference": read_preferences, "conversations": read_conversations}[cfg.task]
     rows = read(cfg.path, cfg, "data.path")
     if cfg.eval_path is not None:
         held = read(cfg.eval_path, cfg, "data.eval_path")

@@ -8,6 +8,11 @@ Each rank splits its rows into micro-batches (padded rows, or packed by a token 
 normalised by the group's whole-batch token (or sequence) count over the number of ranks
 (`group_denominator`), so accumulation and the rank average equal one big batch however it was split.
 
+Supervised fine-tuning (rlinf.workflows.sft): `sft_update` takes one step of token-mean NLL over the
+response_mask tokens (the assistant's) with the same micro-batching, packing and group-wide divisor;
+`sft_eval` sums held-out NLL and argmax hits. `actor.init_checkpoint` loads another run's model weights
+at setup (any workflow using this actor); `save_checkpoint(export_dir=...)` adds a Hugging Face directory.
+
 Log-probs. Every log pi the actor computes (policy, proximal, reference) is that of the rollout's
 sampling distribution, temperature / top-k / top-p included (`rlinf.workers.rollout.sampling`,
 `sampling_logprobs`): the behaviour log-probs the rollout recorded are of that distribution (the
@@ -32,6 +37,8 @@ import torch
 from rlinf.algorithms import aggregate_loss, compute_policy_loss, entropy_from_logits, kl_penalty, logprobs_from_logits
 from rlinf.config.schema import ActorConfig, AlgorithmConfig
 from rlinf.models.causal_lm import build_causal_lm
+from rlinf.models.tokenizer import load_tokenizer
+from rlinf.utils.checkpoint_layout import init_checkpoint_dir
 from rlinf.workers.rollout.sampling import as_sampling_params, sampling_logits
 from rlinf.workers.fsdp_worker import FSDPTrainWorker, loss_denominator, to_device  # noqa: F401 (re-export)
 from rlinf.workers.packing import is_packed, merge_rows, packed_inputs, unpack
@@ -50,24 +57,28 @@ def response_logits(model, batch: Dict[str, torch.Tensor], T: int, sampling=1.0)
     return sampling_logits(out.logits[:, -T - 1:-1], as_sampling_params(sampling), batch["input_ids"][:, -T:])
 
 
-def response_logprobs(model, mb: Dict[str, torch.Tensor], T: int, sampling=1.0,
-                      entropy: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """[r, T] log-probs of the micro-batch's response tokens under `sampling` (see `response_logits`) and,
-    when asked, [r, T] entropies of that distribution. A packed micro-batch (`rlinf.workers.packing`)
-    runs one forward over its [1, L] sequence and scores only the K response tokens with an output
-    (logits_to_keep: the LM head makes [K, V] logits, not [L, V]), unpacked to [r, T] with 0 on padding
-    columns."""
+def response_logits_targets(model, mb: Dict[str, torch.Tensor], T: int, sampling=1.0):
+    """(logits, targets, to_rows) of a micro-batch's response tokens under `sampling` (see
+    `response_logits`): padded, [r, T, V] logits and [r, T] targets; packed (`rlinf.workers.packing`), one
+    forward over the [1, L] sequence scoring only the K response tokens with an output (logits_to_keep:
+    the LM head makes [K, V] logits, not [L, V]), [K, V] logits and [K] targets. `to_rows` maps a
+    per-target tensor to [r, T] (0 on padding columns)."""
     params = as_sampling_params(sampling)
     if not is_packed(mb):
-        logits = response_logits(model, mb, T, params)
-        logp = logprobs_from_logits(logits, mb["input_ids"][:, -T:])
-        return logp, entropy_from_logits(logits) if entropy else None
+        return response_logits(model, mb, T, params), mb["input_ids"][:, -T:], lambda x: x
     src = mb["pack_src"]
     out = model(**packed_inputs(model, mb), use_cache=False, logits_to_keep=src)
     tokens = mb["pack_input_ids"][0, src + 1]
-    logits = sampling_logits(out.logits[0], params, tokens)
-    logp = unpack(logprobs_from_logits(logits, tokens), mb)
-    return logp, unpack(entropy_from_logits(logits), mb) if entropy else None
+    return sampling_logits(out.logits[0], params, tokens), tokens, lambda x: unpack(x, mb)
+
+
+def response_logprobs(model, mb: Dict[str, torch.Tensor], T: int, sampling=1.0,
+                      entropy: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """[r, T] log-probs of the micro-batch's response tokens under `sampling` and, when asked, [r, T]
+    entropies of that distribution (padded or packed: `response_logits_targets`)."""
+    logits, tokens, to_rows = response_logits_targets(model, mb, T, sampling)
+    logp = to_rows(logprobs_from_logits(logits, tokens))
+    return logp, to_rows(entropy_from_logits(logits)) if entropy else None
 
 
 @torch.no_grad()
@@ -80,6 +91,7 @@ def sequence_logprobs(model, mbs: List[Dict[str, torch.Tensor]], sampling) -> to
 
 # losses whose micro-batch values are shares of the whole-batch loss (FSDPTrainWorker.accumulate)
 SUMMED_METRICS = ("actor/pg_loss", "actor/entropy", "actor/kl")
+SFT_SUMMED = ("sft/loss", "sft/token_accuracy")
 
 
 class ActorWorker(FSDPTrainWorker):
@@ -95,9 +107,15 @@ class ActorWorker(FSDPTrainWorker):
         torch.manual_seed(seed)
         # Same seed on every rank: identical initial weights before sharding.
         self.model = build_causal_lm(cfg.model, vocab_size, seed=seed)
+        self.vocab_size, self.seed = vocab_size, seed
 
     def setup(self) -> int:
-        return self.shard_and_build_optimizer(self.cfg.lr, self.cfg.weight_decay)
+        """Shard, build the optimizer and, with `actor.init_checkpoint`, load that checkpoint's model
+        weights (not its optimizer state); returns #params."""
+        n_params = self.shard_and_build_optimizer(self.cfg.lr, self.cfg.weight_decay)
+        if self.cfg.init_checkpoint is not None:
+            self.load_model_weights(str(init_checkpoint_dir(self.cfg.init_checkpoint)))
+        return n_params
 
     def _logprobs(self, model, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         mbs = self.split_micro_batches(batch, self.cfg.micro_batch_size, self.cfg.max_tokens_per_micro_batch)
@@ -179,6 +197,63 @@ class ActorWorker(FSDPTrainWorker):
     def _backward(self, loss: torch.Tensor) -> None:
         """Backward of one micro-batch's loss (DeepSpeed routes it through its engine)."""
         loss.backward()
+
+    # ---- supervised fine-tuning (rlinf.workflows.sft) -----------------------------------------------
+    def _sft_sums(self, mb: Dict[str, torch.Tensor], T: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(summed NLL, summed argmax hits) over the micro-batch's response_mask tokens under the model's
+        own distribution (temperature 1, no top-k / top-p)."""
+        logits, tokens, to_rows = response_logits_targets(self.model, mb, T)
+        mask = mb["response_mask"]
+        nll = -(to_rows(logprobs_from_logits(logits, tokens)) * mask).sum()
+        hits = (to_rows((logits.argmax(-1) == tokens).to(mask.dtype)) * mask).sum()
+        return nll, hits.detach()
+
+    def sft_update(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        """One optimizer step of token-mean NLL over the response_mask tokens of the whole global batch:
+        every micro-batch's summed NLL is divided by the group's token count (`group_denominator`), so the
+        step equals one big batch however rows were sharded or packed. Metrics (over the global batch):
+        sft/loss, sft/token_accuracy (argmax = target), sft/grad_norm."""
+        t0 = time.time()
+        batch = to_device(batch, self.device)
+        T = batch["response_mask"].shape[1]
+        denominator = self.group_denominator(batch["response_mask"], "token-mean")
+
+        def micro_step(mb: Dict[str, torch.Tensor]) -> Dict[str, float]:
+            nll, hits = self._sft_sums(mb, T)
+            self._backward(nll / denominator)
+            return {"sft/loss": float(nll.detach()) / denominator, "sft/token_accuracy": float(hits) / denominator}
+
+        out = self.train_epochs(batch, self.cfg.micro_batch_size, 1, self.cfg.grad_clip, micro_step,
+                                max_tokens=self.cfg.max_tokens_per_micro_batch, summed=SFT_SUMMED)
+        out["sft/grad_norm"] = out.pop("grad_norm")
+        out["time/actor_update_s"] = time.time() - t0
+        return self.group_mean(out)
+
+    @torch.no_grad()
+    def sft_eval(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        """{nll, hits, tokens}: sums over this rank's response_mask tokens (the workflow adds the ranks).
+        Every rank must call it with the same number of rows (FSDP2 gathers parameters in each forward)."""
+        batch = to_device(batch, self.device)
+        T = batch["response_mask"].shape[1]
+        self.model.eval()
+        nll = hits = 0.0
+        for mb in self.split_micro_batches(batch, self.cfg.micro_batch_size, self.cfg.max_tokens_per_micro_batch):
+            n, h = self._sft_sums(mb, T)
+            nll, hits = nll + float(n), hits + float(h)
+        return {"nll": nll, "hits": hits, "tokens": float(batch["response_mask"].sum())}
+
+    def save_checkpoint(self, path: str, extra: Optional[dict] = None, export_dir: Optional[str] = None) -> str:
+        """The sharded checkpoint at `path`; with `export_dir`, also the full model as a Hugging Face
+        directory there with its tokenizer (a collective: every rank gathers, rank 0 writes), loadable as
+        `actor.model.path`."""
+        super().save_checkpoint(path, extra)
+        state = self.full_state_dict() if export_dir is not None else None
+        if state is not None:
+            full = build_causal_lm(self.cfg.model, self.vocab_size, seed=self.seed)
+            full.load_state_dict(state)
+            full.save_pretrained(export_dir, safe_serialization=True)
+            load_tokenizer(self.cfg.model.path, self.cfg.model.char_vocab).save_pretrained(export_dir)
+        return path
 
     def setup_reshard(self, peer_group: str, num_replicas: int, cfg, handles: List) -> None:
         """Become a resharding source for `num_replicas` full rollout replicas."""

@@ -93,13 +93,6 @@ class RewardModelTrainer(FSDPTrainWorker):
             self.export_hf(export_dir)
         return path
 
-    def full_state_dict(self) -> Optional[Dict[str, torch.Tensor]]:
-        """The full (unsharded) weights on rank 0, None on the others (a collective: every rank calls)."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return state if self.rank == 0 else None
-
     def export_hf(self, path: str) -> None:
         state = self.full_state_dict()
         if self.rank != 0:
