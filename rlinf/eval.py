@@ -26,6 +26,11 @@ weights. The episode loop only sees observations in and actions out (`Policy`), 
 `act(obs) -> actions` (numpy batches, see `CheckpointPolicy`) can be evaluated with `evaluate(...,
 policy=...)`.
 
+Text agents (`runner.workflow: agent`, or `auto` with `env.tools`): the checkpoint's actor plays every
+held-out prompt of `data` greedily in the tool environment, and `transcripts.jsonl` / `transcripts.md`
+(every model turn, tool call and tool result) and `eval_summary.json` (accuracy per task and overall) are
+written; see `rlinf.eval_agent`.
+
 Bad input (missing or incomplete checkpoint, a checkpoint of another model shape or task, unknown
 env id, bad keys) prints one line and exits with code 2 before anything is written.
 """
@@ -66,7 +71,7 @@ class Policy(Protocol):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rlinf.eval", description="Evaluate an embodied checkpoint.")
+    p = argparse.ArgumentParser(prog="python -m rlinf.eval", description="Evaluate an embodied or text-agent checkpoint.")
     p.add_argument("--config", required=True, help="YAML recipe the checkpoint was trained with")
     p.add_argument("--checkpoint", required=True, metavar="DIR",
                    help="checkpoints/step_N directory, or a run directory (newest complete checkpoint)")
@@ -152,7 +157,8 @@ def eval_tasks(cfg: RLinfConfig) -> List[EvalTask]:
     from rlinf.envs import check_env
 
     if cfg.env.id is None:
-        raise InputError("rlinf.eval evaluates simulator tasks; the config names none", key="env.id")
+        raise InputError("rlinf.eval evaluates simulator tasks (env.id) and text agents (runner.workflow agent); "
+                         "the config names neither", key="env.id")
     check_env(cfg.env)
     if cfg.env.simulator != "libero":
         return [EvalTask(cfg.env.id, cfg.env, cfg.eval.seed, {}, cfg.env.id)]
@@ -332,8 +338,19 @@ def _write_video(path: Path, frames: List[np.ndarray], fps: int) -> None:
 def evaluate(cfg: RLinfConfig, checkpoint: Optional[str], config_path: str = "",
              policy: Optional[Policy] = None) -> Dict[str, Any]:
     """Evaluate the checkpoint (or `policy`, then `checkpoint` may be None and eval.output_dir must be
-    set); returns the summary (also written to <output_dir>/eval_summary.json)."""
+    set); returns the summary (also written to <output_dir>/eval_summary.json). An agent config is
+    evaluated by `rlinf.eval_agent.evaluate_agent` (`policy` does not apply there)."""
     import torch
+
+    from rlinf.workflows import workflow_name
+
+    if workflow_name(cfg) == "agent":
+        if policy is not None:
+            raise ValueError("an agent is evaluated from its checkpoint (rlinf.eval_agent.evaluate_agent takes "
+                             "a generate function)")
+        from rlinf.eval_agent import evaluate_agent
+
+        return evaluate_agent(cfg, checkpoint, config_path)
 
     from rlinf.envs import make_vector_env, task_spec
 

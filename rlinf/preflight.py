@@ -48,29 +48,37 @@ INIT_WORKFLOWS = ("reasoning", "agent", "sft")
 def check_init_checkpoint(cfg: RLinfConfig) -> None:
     """actor.init_checkpoint: a workflow and backend that read it, a directory that resolves to actor shards
     (`rlinf.utils.checkpoint_layout.init_checkpoint_dir`) whose model tensors are exactly those of the
-    model this config builds (names, shapes, dtypes: checkpoint metadata against a meta-device model)."""
-    import pickle
-
-    from rlinf.models.causal_lm import meta_causal_lm
-    from rlinf.models.tokenizer import load_tokenizer
-    from rlinf.utils.checkpoint_layout import INIT_KEY, first_mismatch, init_checkpoint_dir, layout_of, model_layout
+    model this config builds (`check_actor_shards`)."""
+    from rlinf.utils.checkpoint_layout import INIT_KEY, init_checkpoint_dir
     from rlinf.workflows import workflow_name
 
     if workflow_name(cfg) not in INIT_WORKFLOWS or cfg.actor.backend != "fsdp":
         raise InputError(f"starts the FSDP causal-LM actor of the {', '.join(INIT_WORKFLOWS)} workflows only "
                          f"(this run: workflow {workflow_name(cfg)}, actor.backend {cfg.actor.backend})", key=INIT_KEY)
-    folder = init_checkpoint_dir(cfg.actor.init_checkpoint)
+    check_actor_shards(cfg, init_checkpoint_dir(cfg.actor.init_checkpoint), INIT_KEY)
+
+
+def check_actor_shards(cfg: RLinfConfig, folder: Path, key: str) -> None:
+    """The model tensors of the actor's torch.distributed.checkpoint folder are exactly those of the causal LM
+    this config builds (names, shapes, dtypes: checkpoint metadata against a meta-device model); InputError
+    naming `key` when not (or when the metadata cannot be read)."""
+    import pickle
+
+    from rlinf.models.causal_lm import meta_causal_lm
+    from rlinf.models.tokenizer import load_tokenizer
+    from rlinf.utils.checkpoint_layout import first_mismatch, layout_of, model_layout
+
     try:
         found = model_layout(folder)
     except (OSError, EOFError, pickle.UnpicklingError) as e:
         raise InputError(f"{folder}: cannot read the checkpoint metadata ({type(e).__name__}: {e})",
-                         key=INIT_KEY) from None
+                         key=key) from None
     if not found:
-        raise InputError(f"{folder} holds no model tensors", key=INIT_KEY)
+        raise InputError(f"{folder} holds no model tensors", key=key)
     vocab = len(load_tokenizer(cfg.actor.model.path, cfg.actor.model.char_vocab))
     mismatch = first_mismatch(layout_of(meta_causal_lm(cfg.actor.model, vocab).state_dict(), "model."), found)
     if mismatch is not None:
-        raise InputError(f"{folder}: {mismatch}", key=INIT_KEY)
+        raise InputError(f"{folder}: {mismatch}", key=key)
 
 
 def _check_data_files(cfg: RLinfConfig) -> None:

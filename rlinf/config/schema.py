@@ -337,12 +337,14 @@ class DataConfig:
 class EvalConfig:
     num_episodes: int = _f(10, "python -m rlinf.eval: greedy episodes per task; episode i of a task starts from seed "
                            "eval.seed + i (libero: from the task's fixed init state i, at most 50; every task of "
-                           "the suite, or env.task_ids, is evaluated).", min=1)
+                           "the suite, or env.task_ids, is evaluated). Simulators only: a text agent plays every "
+                           "held-out prompt of data once.", min=1)
     seed: int = _f(1_000_000, "First reset seed of the evaluation episodes (disjoint from the training envs' seeds by default).", min=0)
     video: bool = _f(False, "Write mp4 videos (env.render() frames) with the task id (libero: the instruction), step, "
                      "return and outcome drawn on the frames.")
     num_videos: int = _f(1, "Episodes recorded per task when eval.video is on (the first ones).", min=0)
-    output_dir: Optional[str] = _f(None, "Where eval_summary.json and videos go; null: <run dir of the checkpoint>/eval-<timestamp>.")
+    output_dir: Optional[str] = _f(None, "Where eval_summary.json and videos (text agents: "
+                                       "transcripts.jsonl / .md) go; null: <run dir of the checkpoint>/eval-<timestamp>.")
 
 
 @dataclass
@@ -358,4 +360,4 @@ class RLinfConfig:
     env: EnvConfig = _f(help="Simulator worker.", factory=EnvConfig)
     reward: RewardConfig = _f(help="Reward worker.", factory=RewardConfig)
     data: DataConfig = _f(help="Prompts and held-out evaluation data.", factory=DataConfig)
-    eval: EvalConfig = _f(help="Checkpoint evaluation in simulators (python -m rlinf.eval).", factory=EvalConfig)
+    eval: EvalConfig = _f(help="Checkpoint evaluation in simulators and of text agents (python -m rlinf.eval).", factory=EvalConfig)

@@ -12,7 +12,7 @@ tokenizer (special tokens skipped), so the file shows exactly what the model wro
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from rlinf.envs.agent.trajectory import Trajectory
 
@@ -52,11 +52,12 @@ def _markdown(records: List[Dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_transcripts(records: List[Dict], out_dir, name: str) -> Path:
-    """`<out_dir>/<name>.jsonl` (one record per line) and `<name>.md`; returns the jsonl path."""
+def write_transcripts(records: List[Dict], out_dir, name: str, title: Optional[str] = None) -> Path:
+    """`<out_dir>/<name>.jsonl` (one record per line) and `<name>.md` (headed `title`, default `name`);
+    returns the jsonl path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    (out / f"{name}.md").write_text(_markdown(records, name))
+    (out / f"{name}.md").write_text(_markdown(records, title or name))
     return path
