@@ -57,7 +57,7 @@ def episode_stats(trajectories: List[Trajectory]) -> Dict[str, float]:
         "tool_calls": sum(t.info["tool_calls"] for t in trajectories) / n,
         "tool_call_rate": sum(t.info["tool_calls"] > 0 for t in trajectories) / n,
         "truncated": sum(bool(t.info.get("truncated")) for t in trajectories) / n,
-        "tool_errors": sum(t.info.get("tool_errors", 0) for t in trajectories) / n,
+        "tool_errors": sum(t.info["tool_errors"] for t in trajectories) / n,
     }
 
 

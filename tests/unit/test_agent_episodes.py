@@ -59,7 +59,7 @@ def test_solver_episode_record():
     assert solved.segments[0].logprobs == [-0.01 * (k + 1) for k in range(len(CALL))]  # junk cut
     assert (solved.reward, solved.total_reward, solved.group_index) == (1.0, 1.0, 7)
     assert solved.info.pop("tool_seconds") > 0.0  # the calculator's elapsed time
-    assert solved.info == {"turns": 2, "tool_calls": 1, "reason": "answer", "truncated": False}
+    assert solved.info == {"turns": 2, "tool_calls": 1, "tool_errors": 0, "reason": "answer", "truncated": False}
 
 
 def test_truncated_episode_has_turn_penalties_and_no_trailing_observation():
@@ -69,8 +69,8 @@ def test_truncated_episode_has_turn_penalties_and_no_trailing_observation():
     assert [decode(s.token_ids) for s in looped.segments if s.is_model] == [BAD_CALL, BAD_CALL]
     assert [s.reward for s in looped.segments] == [-0.1, 0.0, -0.1]
     assert (looped.reward, round(looped.total_reward, 6)) == (0.0, -0.2)
-    assert looped.info == {"turns": 2, "tool_calls": 2, "tool_seconds": 0.0, "reason": "max_turns",
-                           "truncated": True}  # malformed calls run no tool
+    assert looped.info == {"turns": 2, "tool_calls": 2, "tool_seconds": 0.0, "tool_errors": 2, "reason": "max_turns",
+                           "truncated": True}  # malformed calls run no tool and count as errors
 
 
 def test_rows_from_played_episodes():

@@ -35,8 +35,8 @@ finishes on its own; tools carry their own limits, this is the backstop). An exc
 Rewards: the verifier's grade on an answer turn is the trajectory's outcome reward; any other step reward
 (a malformed-call penalty) is the per-turn reward of that model segment. The observation of a non-final
 step is appended as an env segment; a finished episode appends nothing. `Trajectory.info` holds `turns`,
-`tool_calls` (tool and malformed turns), `tool_seconds` (the tools' summed elapsed seconds), `reason` and
-`truncated`.
+`tool_calls` (tool and malformed turns), `tool_seconds` (the tools' summed elapsed seconds), `tool_errors`
+(malformed calls and failed tool runs), `reason` and `truncated`.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class _Episodes:
         finished = []
         for fut in sorted(done, key=lambda f: self.running[f].index):
             turn = self.running.pop(fut)
-            finished.append((turn, fut.result()))  # a step's exception propagates here
+            finished.append((turn, fut.result(timeout=0)))  # done: never waits; a step's exception propagates here
         self._check_deadlines()
         return finished
 
@@ -158,6 +158,7 @@ class _Episodes:
         traj.info["turns"] = info["turn"]
         traj.info["tool_calls"] += int(info["kind"] in ("tool", "malformed"))
         traj.info["tool_seconds"] += float(info.get("tool_elapsed") or 0.0)
+        traj.info["tool_errors"] += int(info["kind"] == "malformed" or (info["kind"] == "tool" and not info["tool_ok"]))
         if done:
             traj.reward = outcome
             traj.info.update(reason=info["reason"], truncated=info["truncated"])
@@ -199,7 +200,8 @@ def _reset_all(envs, samples, encode, render_prompt, group_indices) -> List[Traj
     trajectories = []
     for env, sample, group in zip(envs, samples, groups):
         prompt_ids = list(render(env.reset(sample)))
-        trajectories.append(Trajectory(prompt_ids, [], 0.0, group, {"turns": 0, "tool_calls": 0, "tool_seconds": 0.0}))
+        trajectories.append(Trajectory(prompt_ids, [], 0.0, group, {"turns": 0, "tool_calls": 0, "tool_seconds": 0.0,
+                                                                     "tool_errors": 0}))
     return trajectories
 
 

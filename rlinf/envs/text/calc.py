@@ -9,12 +9,12 @@ head; it can learn to copy the expression into a calculator call and the result 
     <tool_result>2146</tool_result>
     <answer>2146</answer>
 
-`format_demos` writes such episodes on *another* operation (addition by default) as conversations
-(`messages`: user, assistant, tool, assistant) for `runner.workflow=sft`: they teach the call format,
-not the task's solutions. The tool message is the observation text `ToolEnv` itself returns, so a
-warm-started policy sees in RL exactly the token layout it was fine-tuned on.
+`format_demos` writes such episodes as conversations (`messages`: user, assistant, tool, assistant) for
+`runner.workflow=sft`. `warm_start_demos`, the recipe's set, is a few worked calls on operand pairs
+outside the task's held-out split: a model fine-tuned on 32 of them knows the call format but copies
+operands and results unreliably (about 10% held-out accuracy); RL has to make the copying reliable.
 
-    python -m rlinf.envs.text.calc demos --out demos.jsonl [--num 64] [--op +] [--seed 0]
+    python -m rlinf.envs.text.calc demos --out demos.jsonl [--num 40] [--seed 0] [--data-seed 1234]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import json
 import random
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from rlinf.config.schema import DataConfig
 from rlinf.envs.agent.tool_env import ToolEnv
@@ -65,14 +65,13 @@ def load_calc(cfg: DataConfig) -> TaskSplit:
     return TaskSplit(train, evals)
 
 
-def format_demos(num: int, op: str = "+", seed: int = 0, lo: int = 10, hi: int = 99) -> List[Dict]:
-    """`num` scripted calculator episodes on operation `op` as conversation rows {"messages": [...]}."""
+def format_demos(pairs: List[Tuple[int, int]], op: str = "*") -> List[Dict]:
+    """One scripted calculator episode "a<op>b=" per operand pair, as conversation rows {"messages": [...]}."""
     if op not in OPERATIONS:
-        raise InputError(f"unknown operation {op!r}; choose one of {sorted(OPERATIONS)}", key="--op")
-    rng = random.Random(seed)
+        raise InputError(f"unknown operation {op!r}; choose one of {sorted(OPERATIONS)}", key="op")
     rows = []
-    for _ in range(num):
-        sample = _sample(rng.randint(lo, hi), rng.randint(lo, hi), op)
+    for a, b in pairs:
+        sample = _sample(a, b, op)
         env = ToolEnv(verifier=lambda response, answer: float(response == answer), tools=("calculator",),
                       system_prompt=None)
         messages = [dict(m) for m in env.reset(sample)]
@@ -82,24 +81,41 @@ def format_demos(num: int, op: str = "+", seed: int = 0, lo: int = 10, hi: int =
             raise RuntimeError(f"demo {sample.prompt!r}: the calculator call failed ({info})")
         final = answer_text(sample.answer)
         _, reward, done, _ = env.step(final)
-        assert done and reward == 1.0, (sample, observation)
+        if not (done and reward == 1.0):
+            raise RuntimeError(f"demo {sample.prompt!r}: the scripted answer was not graded correct")
         messages += [{"role": "assistant", "content": call}, {"role": "tool", "content": observation},
                      {"role": "assistant", "content": final}]
         rows.append({"messages": messages})
     return rows
 
 
+def warm_start_demos(num: int, seed: int, data: DataConfig) -> List[Dict]:
+    """`num` multiplication demos on distinct operand pairs of [data.min_operand, data.max_operand] that are
+    not in `data`'s held-out split (so held-out accuracy stays a measure of generalisation)."""
+    held = {(s.meta["a"], s.meta["b"]) for s in load_calc(data).eval}
+    lo, hi = data.min_operand, data.max_operand
+    pool = [(a, b) for a in range(lo, hi + 1) for b in range(lo, hi + 1) if (a, b) not in held]
+    if num > len(pool):
+        raise InputError(f"{num} demos from {len(pool)} operand pairs", key="--num")
+    return format_demos(random.Random(seed).sample(pool, num), "*")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rlinf.envs.text.calc")
     sub = parser.add_subparsers(dest="command", required=True)
-    demos = sub.add_parser("demos", help="write calculator-format demonstrations (jsonl conversations)")
+    demos = sub.add_parser("demos", help="write calculator demonstrations (jsonl conversations)")
     demos.add_argument("--out", required=True)
-    demos.add_argument("--num", type=int, default=64)
-    demos.add_argument("--op", default="+")
+    demos.add_argument("--num", type=int, default=40)
     demos.add_argument("--seed", type=int, default=0)
+    demos.add_argument("--min-operand", type=int, default=10)
+    demos.add_argument("--max-operand", type=int, default=99)
+    demos.add_argument("--data-seed", type=int, default=DataConfig.seed, help="data.seed of the RL run (its split)")
     args = parser.parse_args(argv)
+    data = DataConfig(task="calc", min_operand=args.min_operand, max_operand=args.max_operand, seed=args.data_seed)
     try:
-        rows = format_demos(args.num, args.op, args.seed)
+        if args.num < 1:
+            raise InputError("at least one demo", key="--num")
+        rows = warm_start_demos(args.num, args.seed, data)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
