@@ -112,3 +112,16 @@ def test_long_observation_is_cut():
     env.reset(SAMPLE)
     obs = env.step(calc_turn("2**100"))[0]
     assert obs == "\n<tool_result>12676... [cut at 5 chars]</tool_result>\n"
+
+
+def test_chat_template_tool_call_form_is_read():
+    """Qwen2.5 / Hermes-style `{"name", "arguments": {...}}` inside the same tags: one string argument."""
+    assert parse_tool_call('{"name": "calculator", "arguments": {"expression": "12*34"}}') == ("calculator", "12*34", None)
+    for bad in ('{"name": "calculator", "arguments": {"a": "1", "b": "2"}}',
+                '{"name": "calculator", "arguments": {"a": 1}}', '{"name": "calculator", "arguments": "1+1"}'):
+        name, tool_input, error = parse_tool_call(bad)
+        assert (name, tool_input) == (None, None) and "arguments" in error
+    env = ToolEnv(exact)
+    env.reset(SAMPLE)
+    obs, _, done, info = env.step('<tool_call>\n{"name": "calculator", "arguments": {"expression": "12*34"}}\n</tool_call>')
+    assert (obs, done, info["tool_ok"]) == ("\n<tool_result>408</tool_result>\n", False, True)

@@ -8,7 +8,10 @@ Formats (documented to the model by `SYSTEM_PROMPT`; parsed with strict regexes 
 never `eval`):
 
 - tool call: ``<tool_call>{"name": "calculator", "input": "123 * 456"}</tool_call>``; the JSON must be
-  one object with exactly the string fields `name` and `input`. The first call of a turn is run (later
+  one object with exactly the string fields `name` and `input`. The chat-template form of Qwen2.5 /
+  Hermes-style tool-calling models, ``<tool_call>{"name": "calculator", "arguments": {"expression":
+  "123 * 456"}}</tool_call>``, is read too: `arguments` an object with exactly one string value (its key
+  is free), which becomes the tool's input. The first call of a turn is run (later
   ones are ignored and counted in `info["extra_tool_calls"]`) through `rlinf.tools.call`; its output, or
   its error, comes back as the observation ``<tool_result>...</tool_result>`` (with a newline either side)
   which the caller appends to the context.
@@ -70,12 +73,17 @@ class ParsedTurn:
 
 
 def parse_tool_call(payload: str) -> Tuple[Optional[str], Optional[str], Optional[str]]:
-    """JSON object with exactly string fields `name` and `input` -> (name, input, None), or
-    (None, None, error) naming what is wrong."""
+    """JSON object with exactly string fields `name` and `input` (or `name` and an `arguments` object with
+    one string value) -> (name, input, None), or (None, None, error) naming what is wrong."""
     try:
         obj = json.loads(payload)
     except json.JSONDecodeError as exc:
         return None, None, f"tool call is not valid JSON ({exc.msg} at char {exc.pos})"
+    if isinstance(obj, dict) and set(obj) == {"name", "arguments"}:
+        args = obj["arguments"]
+        if not isinstance(args, dict) or len(args) != 1 or not isinstance(next(iter(args.values())), str):
+            return None, None, 'tool call "arguments" must be an object with exactly one string value'
+        obj = {"name": obj["name"], "input": next(iter(args.values()))}
     if not isinstance(obj, dict) or set(obj) != {"name", "input"}:
         return None, None, 'tool call must be a JSON object with exactly the fields "name" and "input"'
     if not isinstance(obj["name"], str) or not isinstance(obj["input"], str):
