@@ -4,6 +4,7 @@
   `data.answer_width` digits and written least-significant digit first). The eval split holds out
   whole operand pairs (a deterministic ~1/5 of them), so eval accuracy measures generalisation,
   not recall of trained prompts.
+- `calc`, `facts`: the calculator and retrieval agents' tasks (rlinf.envs.text.calc, rlinf.envs.text.facts).
 - `jsonl`: GSM8K-format lines `{"question": ..., "answer": "... #### 42"}` from `data.path`.
 - `prompts`: RL prompts from a user's jsonl / parquet / arrow file (`data.path`, column
   `data.prompt_key`, optional reference answers in `data.answer_key`); see rlinf.envs.text.files.
@@ -132,6 +133,10 @@ def load_task(cfg: DataConfig) -> TaskSplit:
         from rlinf.envs.text.calc import load_calc
 
         return load_calc(cfg)
+    if cfg.task == "facts":
+        from rlinf.envs.text.facts import load_facts
+
+        return load_facts(cfg)
     if cfg.task in ("synthetic_preference", "synthetic_prompts"):
         from rlinf.envs.text.synthetic_preference import load_synthetic
 

@@ -12,6 +12,7 @@ or EOS); tool results are encoded with the policy tokenizer and appended as env 
 char-level tokenizer does not know are dropped from them).
 """
 
+import os
 from typing import Callable, List, Optional, Sequence
 
 from rlinf.config.schema import EnvConfig, ModelConfig
@@ -33,6 +34,9 @@ def validate_agent_env(cfg: EnvConfig) -> None:
         raise InputError(f"unknown tool(s) {unknown}; known: {', '.join(TOOLS.names())}", key="env.tools")
     if "retrieve" in cfg.tools and cfg.corpus is None:
         raise InputError("the retrieve tool needs a corpus file", key="env.corpus")
+    if cfg.corpus is not None and not os.path.isfile(cfg.corpus):
+        raise InputError(f"corpus file not found: {cfg.corpus} (absolute, or relative to the working directory)",
+                         key="env.corpus")
 
 
 class AgentEpisodes:
