@@ -12,7 +12,7 @@ for arg in "$@"; do
 done
 DEMOS="$(mktemp -d)"
 trap 'rm -rf "$DEMOS"' EXIT
-.venv/bin/python -m rlinf.envs.text.calc demos --out "$DEMOS/demos.jsonl" --num 40
+.venv/bin/python -m rlinf.envs.text.calc demos --out "$DEMOS/demos.jsonl" --num 56
 # shellcheck disable=SC2086
 .venv/bin/python -m rlinf.run --config configs/sft_calc_demos.yaml "data.path=$DEMOS/demos.jsonl" \
     "runner.output_dir=$OUT-warmstart" ${SFT_ARGS:-}
