@@ -179,8 +179,8 @@ class ReasoningWorkflow(WeightSyncMixin):
                                     seed=seed).wait()
         rollout = concat_rollouts(outs, self.tokenizer.pad_token_id)
         t1 = time.time()
-        texts = [self.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True)
-                 for r, m in zip(rollout["responses"], rollout["mask"])]
+        texts = [self.tokenizer.decode([t for t, keep in zip(r, m) if keep], skip_special_tokens=True)
+                 for r, m in zip(rollout["responses"].tolist(), rollout["mask"].tolist())]
         if not score:
             rollout.update(prompts=prompts, texts=texts)
             return rollout

@@ -47,12 +47,10 @@ class Generation:
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int):
     """[N, L] ids and attention mask, prompts aligned to the right edge."""
     width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        attn[i, width - len(p):] = 1
-    return ids, attn
+    rows = [[pad_id] * (width - len(p)) + [int(t) for t in p] for p in prompts]  # one tensor, not one per row
+    masks = [[0] * (width - len(p)) + [1] * len(p) for p in prompts]
+    return torch.tensor(rows, dtype=torch.long).reshape(len(prompts), width), \
+        torch.tensor(masks, dtype=torch.long).reshape(len(prompts), width)
 
 
 def as_sampling_params(sampling) -> SamplingParams:
