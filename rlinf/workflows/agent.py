@@ -40,9 +40,7 @@ def _validate_agent(cfg: RLinfConfig) -> None:
     validate_agent_env(cfg.env)
     if cfg.reward.type != "rule":
         raise InputError("the agent workflow grades answers with a verifier (reward.type=rule)", key="reward.type")
-    if cfg.rollout.engine != "transformers":
-        raise InputError("the agent workflow generates turns with the transformers engine only (vLLM: not yet)",
-                         key="rollout.engine")
+
     if cfg.algorithm.dynamic_sampling:
         raise InputError("dynamic sampling is not available in the agent workflow", key="algorithm.dynamic_sampling")
     if cfg.runner.schedule == "async" or cfg.algorithm.max_staleness > 0:

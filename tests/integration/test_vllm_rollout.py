@@ -67,6 +67,19 @@ def test_vllm_engine_matches_transformers_and_teacher_forcing(cluster):
         assert torch.equal(greedy["mask"], reference["mask"])
         assert torch.allclose(greedy["logprobs"], reference["logprobs"], atol=1e-4)
 
+        # Agent turns: both engines cut each turn right after its first stop sequence, identically (vLLM
+        # generates past it and cuts; the transformers engine stops there).
+        row = next(i for i in range(len(PROMPTS)) if bool(reference["mask"][i, :4].all()))  # no EOS before 4
+        stop = [reference["responses"][row, 2:4].tolist()]
+        turns = vllm_group.call("generate_turns", PROMPTS, stop, greedy=True).wait()[0]
+        hf_turns = hf_group.call("generate_turns", PROMPTS, stop, greedy=True).wait()[0]
+        assert turns["tokens"] == hf_turns["tokens"] and turns["version"] == 3
+        assert np.allclose([x for t in turns["logprobs"] for x in t], [x for t in hf_turns["logprobs"] for x in t],
+                           atol=1e-4)
+        first = turns["tokens"][row]
+        assert 2 <= len(first) <= 4 and first[-2:] == stop[0]
+        assert first == reference["responses"][row, :len(first)].tolist()
+
         # Sampled at temperature 0.7: behaviour log-probs are those of the tempered distribution.
         sampled = vllm_group.call("generate", PROMPTS * 4, seed=5).wait()[0]
         expected = _teacher_forced(model_a, PROMPTS * 4, sampled, cfg.temperature)

@@ -22,7 +22,7 @@ float rounding whatever the temperature / top-k / top-p. Greedy log-probs are th
 """
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -165,3 +165,21 @@ def _ends_with_stop(tokens: torch.Tensor, stops: List[List[int]]) -> torch.Tenso
         if 0 < k <= tokens.shape[1]:
             hit |= (tokens[:, -k:] == torch.tensor(seq, device=tokens.device)).all(-1)
     return hit
+
+
+def turns_from_generation(responses: torch.Tensor, logprobs: torch.Tensor, mask: torch.Tensor,
+                          stop_token_seqs: List[List[int]]) -> Dict[str, list]:
+    """Per-row lists of the generated tokens and their log-probs, each row cut after the first complete
+    stop sequence (an engine that cannot stop on token sequences generates past it; what follows is
+    dropped, and the kept tokens' log-probs do not depend on it)."""
+    tokens_out, logprobs_out = [], []
+    for row, row_logp, n in zip(responses.tolist(), logprobs.tolist(), mask.sum(1).long().tolist()):
+        end = n
+        for k in range(1, n + 1):
+            if any(0 < len(seq) <= k and row[k - len(seq):k] == seq for seq in stop_token_seqs):
+                end = k
+                break
+        tokens_out.append(row[:end])
+        logprobs_out.append(row_logp[:end])
+    return {"tokens": tokens_out, "logprobs": logprobs_out}
+

@@ -120,6 +120,8 @@ class VLLMRolloutWorker(Worker):
         kwargs = {}
         if torch.cuda.is_available():  # untested here: no GPU on the CI machine
             kwargs.update(gpu_memory_utilization=self.cfg.vllm_gpu_memory_utilization, enable_sleep_mode=True)
+        else:  # a chunked prefill rewinds the seeded per-request generators, which CPU generators cannot do
+            kwargs["enable_chunked_prefill"] = False
         if self.model_cfg.path is None:
             kwargs["max_model_len"] = _TINY_MAX_LEN
         llm = LLM(model=path, skip_tokenizer_init=True, dtype=self.model_cfg.dtype, enforce_eager=True,
@@ -212,6 +214,17 @@ class VLLMRolloutWorker(Worker):
             logprobs[i, :n] = torch.tensor([step[tok].logprob for step, tok in zip(c.logprobs, c.token_ids)])
             mask[i, :n] = 1.0
         return {"responses": responses, "logprobs": logprobs, "mask": mask, "version": self.version}
+
+    def generate_turns(self, contexts: Sequence[Sequence[int]], stop_token_seqs: List[List[int]],
+                       greedy: bool = False, seed: int | None = None) -> Dict[str, object]:
+        """One model turn per context, as `RolloutWorker.generate_turns`: the engine generates to EOS or
+        `max_new_tokens` (it runs without detokenising, so it cannot stop on token sequences) and each
+        turn is cut after its first stop sequence."""
+        from rlinf.workers.rollout.sampling import turns_from_generation
+
+        out = self.generate(contexts, greedy=greedy, seed=seed)
+        return {**turns_from_generation(out["responses"], out["logprobs"], out["mask"], stop_token_seqs),
+                "version": out["version"]}
 
     # ---- memory -----------------------------------------------------------------------------------
     def sleep(self, level: int = 1) -> bool:

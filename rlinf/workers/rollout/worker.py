@@ -14,7 +14,7 @@ from rlinf.config.schema import ModelConfig, RolloutConfig
 from rlinf.models.causal_lm import build_causal_lm
 from rlinf.scheduler import Worker
 from rlinf.workers.weights import ModuleReshardTarget, fetch_state_dict
-from rlinf.workers.rollout.sampling import SamplingParams, sample
+from rlinf.workers.rollout.sampling import SamplingParams, sample, turns_from_generation
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +72,7 @@ class RolloutWorker(ModuleReshardTarget, Worker):
             self.generator.manual_seed(seed * 1000 + self.rank)
         gen = sample(self.model, contexts, params, self.eos_id, self.pad_id, self.generator,
                      stop_token_seqs=stop_token_seqs)
-        lengths = gen.mask.sum(1).long().tolist()
-        return {"tokens": [row[:n].tolist() for row, n in zip(gen.responses, lengths)],
-                "logprobs": [row[:n].tolist() for row, n in zip(gen.logprobs, lengths)],
+        return {**turns_from_generation(gen.responses, gen.logprobs, gen.mask, stop_token_seqs),
                 "version": self.version}
 
     # ---- residency (the schedule decides when: rlinf.runners.residency) ----------------------------
