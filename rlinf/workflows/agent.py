@@ -11,7 +11,7 @@ Metrics per step: `agent/turns` (model turns per episode), `agent/tool_calls` (c
 `agent/tool_call_rate` (episodes with at least one call), `agent/truncated`, `agent/tool_errors` (failed
 or malformed calls per episode), plus the reasoning ones (`reward/accuracy` = episodes graded >= 1).
 Evaluation (greedy, held-out prompts): accuracy, reward, turns, tool_call_rate, and the first
-`env.transcripts` episodes written to `<run>/transcripts/eval_<n>.{jsonl,md}`.
+`env.transcripts` episodes written to `<run>/transcripts/eval_step_<N>.{jsonl,md}` (N: updates done).
 """
 
 import logging
@@ -40,7 +40,6 @@ def _validate_agent(cfg: RLinfConfig) -> None:
     validate_agent_env(cfg.env)
     if cfg.reward.type != "rule":
         raise InputError("the agent workflow grades answers with a verifier (reward.type=rule)", key="reward.type")
-
     if cfg.algorithm.dynamic_sampling:
         raise InputError("dynamic sampling is not available in the agent workflow", key="algorithm.dynamic_sampling")
     if cfg.runner.schedule == "async" or cfg.algorithm.max_staleness > 0:
