@@ -23,6 +23,12 @@ stages that are stepped in turn, each stage an independent lane alternating `rol
 rollout already infers on stage i+1, and it handles whichever call returns first (`wait_first`), so
 each worker has its next call queued before it finishes the current one instead of idling while the
 controller takes the lanes in a fixed order. With k = 1 this is the plain alternation.
+
+Direct collection (sync schedule, k = 1, as many env ranks as rollout ranks): the controller makes no
+call per env step; it issues one `EnvWorker.collect` per env rank, and env rank r asks rollout rank r
+for each step's actions itself (a direct Ray call), then returns its [n, T] piece. The rows, RNG draws
+and episode order are those of the controller-driven loop, so the batch is bit-identical to it; every
+other layout (k > 1, async, env ranks != rollout ranks) keeps the controller-driven loop.
 """
 
 import json
@@ -163,6 +169,9 @@ class EmbodiedWorkflow(WeightSyncMixin):
         for group in (self.actor, self.rollout):  # launched side by side, then waited for
             group.ready()
         self.weights = WeightSync(self.actor, self.rollout, self.phase)
+        self.direct = self.stages == 1 and not is_async(cfg) and self.env.size == self.rollout.size
+        if self.direct:  # env rank r drives rollout rank r itself; `collect` is one call per env rank
+            self.env.call("connect", self.rollout.actors).wait()
         n_params = self.actor.call("setup").wait()[0]
         if cfg.reshard.transport != "object_store":  # auto and engine: the resharding engine
             self.weights.use_engine(cfg.reshard, colocated=self.placement.shares_devices("actor", "rollout"),
@@ -193,6 +202,8 @@ class EmbodiedWorkflow(WeightSyncMixin):
         """T decisions (env.rollout_steps / action_chunk) of every env; returns the [N, T(, C)] batch plus the
         episodes that ended meanwhile. Group estimators (GRPO): every env starts a fresh episode from its
         group's seed and the steps after its episode ends are masked out (one episode per env)."""
+        if self.direct:
+            return self._collect_direct(step)
         k, E, C = self.stages, self.env.size, self.chunk
         T = self.cfg.env.rollout_steps // C
         t0 = time.time()
@@ -262,6 +273,36 @@ class EmbodiedWorkflow(WeightSyncMixin):
         if self.group:
             batch["group_index"] = np.arange(len(batch["rewards"])) // self.cfg.algorithm.group_size
         return {"batch": batch, "episodes": episodes, "min_version": min(versions),
+                "time": time.time() - t0}
+
+    def _collect_direct(self, step: int) -> Dict:
+        """`collect` without a controller round trip per env step (sync schedule, one pipeline stage, env rank
+        r paired with rollout rank r): one `EnvWorker.collect` per env rank, which asks its rollout rank for
+        the actions of every step itself; the controller only assembles the batch. Rows, RNG draws and
+        episode order are those of the controller-driven loop, so the batch is bit-identical to it."""
+        E, T = self.env.size, self.cfg.env.rollout_steps // self.chunk
+        t0 = time.time()
+        with self.phase("collect"):
+            n = self.cfg.env.num_envs  # rows r * n .. (r + 1) * n - 1 are env rank r's envs
+            if self.obs is None or self.group:
+                starts = [{"obs": None, "seeds": seeds} for seeds in self._reset_seeds(step)]
+            else:
+                starts = [{"obs": obs_ops.take(self.obs[0], np.arange(r * n, (r + 1) * n))} for r in range(E)]
+            handle = self.env.scatter("collect", starts, decisions=T, group=self.group)
+            outs = handle.wait(timeout=self.env.timeout * (T + 1))  # a whole collection: T + 1 bounded act waits
+        self.obs = [obs_ops.concat([o["last_obs"] for o in outs])]
+        batch = {key: np.concatenate([o[key] for o in outs])
+                 for key in ("actions", "logprobs", "values", "rewards", "dones", "mask", "final_values")}
+        batch["obs"] = obs_ops.concat([o["obs"] for o in outs])
+        batch["bootstrap_values"] = np.concatenate([o["bootstrap_values"] for o in outs])
+        if self.group:
+            batch["group_index"] = np.arange(len(batch["rewards"])) // self.cfg.algorithm.group_size
+        episodes: Dict[str, list] = {"returns": [], "lengths": [], "successes": []}
+        for t in range(T):  # step-major, rank order within a step: the controller loop's order
+            for o in outs:
+                for key in episodes:
+                    episodes[key].extend(o["episodes_per_step"][t][key])
+        return {"batch": batch, "episodes": episodes, "min_version": min(v for o in outs for v in o["versions"]),
                 "time": time.time() - t0}
 
     def _reset_seeds(self, step: int) -> List[Optional[List[List[int]]]]:

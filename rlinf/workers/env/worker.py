@@ -15,12 +15,19 @@ ended inside the chunk (its chunk ends there: those steps' rewards and episodes 
 vector env resets an ended episode at once, so the rest of that chunk runs in the new episode
 (unrecorded): its start state moves by up to C - 1 steps. Recipes avoid this with episode lengths
 that are multiples of C (and ignore_terminations), or with GRPO's one-episode-per-collect.
+
+Direct collection (sync schedule, one pipeline stage, as many env ranks as rollout ranks): the
+controller calls `connect(rollout_actors)` once, then `collect(...)` once per training step; the
+env rank itself asks its rollout rank for actions (a direct Ray call, no controller round trip),
+steps its envs and returns the whole [n, T] trajectory piece.
 """
 
 import logging
-from typing import Dict, List, Optional
+from collections import defaultdict
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+import ray
 
 from rlinf.config.schema import EnvConfig
 from rlinf.envs import make_vector_env, task_spec
@@ -46,6 +53,7 @@ class EnvWorker(Worker):
         self.per_stage = cfg.num_envs // stages
         self.envs = [make_vector_env(cfg, self.per_stage) for _ in range(stages)]
         self.eval_env = None  # built at the first eval_reset
+        self.rollout: Optional[Any] = None  # the Ray actor of the paired rollout rank (direct collection)
         self._eval_left = np.zeros(0, dtype=np.int64)
         self._eval_stats: Dict[str, list] = {}
 
@@ -117,6 +125,90 @@ class EnvWorker(Worker):
                 "episode_returns": ep["returns"], "episode_lengths": ep["lengths"],
                 "episode_successes": ep["successes"] if info["has_success"] else None}
 
+    # ---- direct collection (the controller issues one command, this rank drives its rollout rank) ----
+    def connect(self, rollout_actors: Sequence[Any]) -> int:
+        """Pair this rank with rollout rank `rank mod R` for `collect`; returns that rank. The pairing must be
+        one to one (R == env ranks, one pipeline stage): the rollout rank then samples exactly the rows the
+        controller-driven path would give it, in the same order, so both paths draw the same actions."""
+        if len(rollout_actors) != self.world_size:
+            raise InputError(f"direct env <-> rollout collection pairs each of the {self.world_size} env rank(s) "
+                             f"with one rollout rank, got {len(rollout_actors)} rollout rank(s)",
+                             key="cluster.component_placement")
+        if len(self.envs) != 1:
+            raise InputError(f"direct collection runs one pipeline stage, got {len(self.envs)}",
+                             key="rollout.pipeline_stages")
+        index = self.rank % len(rollout_actors)
+        self.rollout = rollout_actors[index]
+        return index
+
+    def collect(self, start: Dict[str, Any], decisions: int, group: bool = False) -> Dict[str, Any]:
+        """Run `decisions` env steps of this rank, asking the paired rollout rank (see `connect`) for the
+        actions of each; records what the controller-driven collection records, in the same order.
+
+        `start`: {"obs": current observations [n, ...], or None to reset first with "seeds" (per stage, per
+        env, as `reset` takes them; None: this rank's own seeds)}. `group`: one episode per env (episodes
+        ended after an env's first are masked out and not counted). Returns actions, logprobs, values,
+        rewards, dones, mask, final_values and obs stacked [n, T(, C)], bootstrap_values [n], last_obs,
+        versions (one per decision) and episodes_per_step (per step: returns, lengths, successes of the
+        counted episodes that ended)."""
+        if self.rollout is None:
+            raise RuntimeError(f"{self.name}: collect before connect()")
+        obs = self.reset(start.get("seeds"))[0] if start["obs"] is None else start["obs"]
+        alive = np.ones(obs_ops.size(obs), bool)  # in its first episode (group estimators)
+        buf: Dict[str, list] = defaultdict(list)
+        per_step: List[Dict[str, list]] = []
+        versions: List[int] = []
+        final_obs, cut = None, None
+        for t in range(decisions + 1):
+            act = self._ask_rollout(obs, final_obs, cut)
+            if t > 0:
+                buf["final_values"].append(act["final_values"])  # V(final obs) of the previous step
+            if t == decisions:
+                break
+            versions.append(act["version"])
+            for key in ("actions", "logprobs", "values"):
+                buf[key].append(act[key])
+            buf["obs"].append(_copy_obs(obs))  # a simulator may reuse its buffers in place
+            out = self.step(act["actions"])
+            per_step.append(self._record_step(out, alive, buf, group))
+            obs, cut = out["obs"], out["truncated"] & ~out["terminated"]
+            final_obs = (out["final_obs"] if out["final_obs"] is not None
+                         else obs_ops.zeros_like(out["obs"])) if cut.any() else None
+        result = {key: np.stack(buf[key], axis=1)
+                  for key in ("actions", "logprobs", "values", "rewards", "dones", "mask", "final_values")}
+        result.update(obs=obs_ops.stack(buf["obs"]), bootstrap_values=act["values"], last_obs=obs,
+                      versions=versions, episodes_per_step=per_step)
+        return result
+
+    def _ask_rollout(self, obs: obs_ops.Obs, final_obs: Optional[obs_ops.Obs],
+                     cut: Optional[np.ndarray]) -> Dict[str, Any]:
+        """One `act` on the paired rollout rank (direct Ray call, bounded wait); final_values None -> zeros."""
+        ref = self.rollout._rlinf_execute.remote("act", ({"obs": obs, "final_obs": final_obs, "cut": cut},),
+                                                 {"greedy": False})
+        out, _, _ = ray.get(ref, timeout=self.wait_timeout_s)
+        if out["final_values"] is None:
+            out["final_values"] = np.zeros(out["values"].shape, np.float32)
+        return out
+
+    def _record_step(self, out: Dict[str, Any], alive: np.ndarray, buf: Dict[str, list],
+                     group: bool) -> Dict[str, list]:
+        """Append one step's rewards / dones / mask to `buf`; returns the counted episodes that ended. Updates
+        `alive` in place (group estimators: an env leaves its first episode when it ends)."""
+        term, trunc = out["terminated"], out["truncated"]
+        buf["rewards"].append(np.array(out["rewards"], copy=True))
+        buf["dones"].append(term | trunc)
+        buf["mask"].append(out["mask"] & (alive if self.chunk == 1 else alive[:, None]))
+        episodes: Dict[str, list] = {"returns": [], "lengths": [], "successes": []}
+        for i, j in enumerate(out["episode_envs"]):
+            if not group or alive[j]:
+                episodes["returns"].append(out["episode_returns"][i])
+                episodes["lengths"].append(out["episode_lengths"][i])
+                if out["episode_successes"] is not None:
+                    episodes["successes"].append(out["episode_successes"][i])
+        if group:
+            alive &= ~(term | trunc).reshape(len(term), -1).any(axis=1)
+        return episodes
+
     # ---- checkpoints ------------------------------------------------------------------------------
     def get_state(self) -> Dict[str, object]:
         """The training envs' state, one entry per stage (JSON-able; see GymVectorEnv.get_state)."""
@@ -167,6 +259,13 @@ class EnvWorker(Worker):
         for env in self.envs + ([self.eval_env] if self.eval_env is not None else []):
             env.close()
         super()._rlinf_shutdown()
+
+
+def _copy_obs(obs: obs_ops.Obs) -> obs_ops.Obs:
+    """A copy that no later env step can write into (array or dict observations)."""
+    if isinstance(obs, dict):
+        return {k: np.array(v, copy=True) for k, v in obs.items()}
+    return np.array(obs, copy=True)
 
 
 def _assign_rows(dst: obs_ops.Obs, src: obs_ops.Obs, rows: np.ndarray) -> None:
