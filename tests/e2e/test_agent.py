@@ -87,3 +87,20 @@ def test_bad_agent_config_exits_2_naming_the_key(tmp_path, override, key):
     assert proc.returncode == 2, proc.stderr
     assert key in proc.stderr.strip().splitlines()[-1]
     assert not out.exists()
+
+
+def test_ppo_with_critic_and_reference_on_agent_rows(format_trained, tmp_path):
+    """GAE with a critic and a reference (KL in the reward) on multi-turn rows: the reference starts from the
+    same weights as the actor (sequence KL 0 at step 1), the critic trains on the model tokens."""
+    out = tmp_path / "ppo"
+    _run(out, *TINY, *QUIET, f"actor.init_checkpoint={format_trained}", "runner.max_steps=2",
+         "runner.eval_interval=0", "data.batch_size=4", "algorithm.group_size=4", "actor.micro_batch_size=16",
+         "data.eval_size=4", "env.scheduling=lockstep", "env.transcripts=0", "critic.enabled=true",
+         "algorithm.adv_estimator=gae", "critic.model.hidden_size=32", "critic.model.num_layers=1",
+         "critic.model.num_heads=2", "algorithm.kl_coef=0.05", "algorithm.kl_in=reward",
+         f"critic.model.char_vocab={load_config(str(ROOT / 'configs/grpo_calc_agent.yaml')).actor.model.char_vocab}")
+    steps = [r for r in _steps(out) if "critic/vf_loss" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    assert abs(steps[0]["kl/seq_mean"]) < 1e-5 and steps[1]["kl/seq_mean"] != 0.0
+    assert all(r["critic/grad_norm"] > 0 and r["agent/tool_calls"] > 0 for r in steps)
+    assert not (out / "transcripts").exists()  # env.transcripts=0 writes none
