@@ -120,6 +120,19 @@ class Worker:
         self._events.append({"name": method, "start": start, "end": end})
         return result, start, end
 
+    # ---- direct calls to a rank of another group (no controller round trip) -------------------------
+    def paired_peer(self, peer_actors: List[Any]) -> Any:
+        """The rank of another group this rank talks to directly: rank `self.rank mod len(peer_actors)`."""
+        return peer_actors[self.rank % len(peer_actors)]
+
+    def call_peer(self, peer_actor: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        """`method(*args, **kwargs)` on another group's rank (its Ray actor, timed like a group call),
+        waiting at most `wait_timeout_s`."""
+        import ray
+
+        result, _, _ = ray.get(peer_actor._rlinf_execute.remote(method, args, kwargs), timeout=self.wait_timeout_s)
+        return result
+
     def record_event(self, name: str, start: float, end: float) -> None:
         """Record a sub-phase (e.g. 'generate', 'sync_weights') for the timeline."""
         self._events.append({"name": name, "start": start, "end": end})

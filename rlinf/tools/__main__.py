@@ -93,7 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 0
         return _run(args)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)  # the command's one-line answer to its user, not a log record
         return 2
 
 

@@ -22,7 +22,9 @@ def workflow_name(cfg: RLinfConfig) -> str:
 
 
 def _rl_components(cfg: RLinfConfig) -> Tuple[str, ...]:
-    names = ["actor", "rollout", "env" if cfg.env.id is not None else "reward"]
+    """actor, rollout, the scoring group (env for simulators and tool episodes, which grade themselves;
+    reward otherwise), and critic / reference when the config uses them."""
+    names = ["actor", "rollout", "env" if cfg.env.id is not None or cfg.env.tools else "reward"]
     if cfg.critic.enabled:
         names.append("critic")
     if cfg.algorithm.kl_coef > 0:
@@ -34,16 +36,6 @@ def _reward_model_components(cfg: RLinfConfig) -> Tuple[str, ...]:
     return ("actor",)  # the reward model trains on the actor's devices, as the actor group
 
 
-def _agent_components(cfg: RLinfConfig) -> Tuple[str, ...]:
-    """The env group runs the text / tool episodes and grades them: no reward group."""
-    names = ["actor", "rollout", "env"]
-    if cfg.critic.enabled:
-        names.append("critic")
-    if cfg.algorithm.kl_coef > 0:
-        names.append("reference")
-    return tuple(names)
-
-
 def _sft_components(cfg: RLinfConfig) -> Tuple[str, ...]:
     return ("actor",)
 
@@ -53,7 +45,7 @@ WORKFLOWS: Dict[str, Tuple[str, str, Callable[[RLinfConfig], Tuple[str, ...]]]] 
     "reasoning": ("rlinf.workflows.reasoning", "ReasoningWorkflow", _rl_components),
     "embodied": ("rlinf.workflows.embodied", "EmbodiedWorkflow", _rl_components),
     "reward_model": ("rlinf.workflows.reward_model", "RewardModelWorkflow", _reward_model_components),
-    "agent": ("rlinf.workflows.agent", "AgentWorkflow", _agent_components),
+    "agent": ("rlinf.workflows.agent", "AgentWorkflow", _rl_components),
     "sft": ("rlinf.workflows.sft", "SFTWorkflow", _sft_components),
 }
 

@@ -1,5 +1,6 @@
 """Pure helpers that turn prompts, rollouts and rewards into training tensors."""
 
+import random
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -15,6 +16,16 @@ def split_even(items: Sequence, parts: int) -> List[list]:
     n = len(items)
     bounds = [n * i // parts for i in range(parts + 1)]
     return [list(items[bounds[i]:bounds[i + 1]]) for i in range(parts)]
+
+
+def epoch_batch(items: Sequence, batch_size: int, seed: int, step: int) -> list:
+    """Batch `step` of a seeded shuffle per pass over `items` (pass e shuffled with seed + e), so any step's
+    batch is known without replaying earlier ones (resuming by step); at least one batch per pass."""
+    per_epoch = max(1, len(items) // batch_size)
+    epoch, index = divmod(step, per_epoch)
+    order = list(range(len(items)))
+    random.Random(seed + epoch).shuffle(order)
+    return [items[i] for i in order[index * batch_size:(index + 1) * batch_size]]
 
 
 def concat_rollouts(outputs: List[Dict], pad_id: int) -> Dict[str, torch.Tensor]:

@@ -49,7 +49,7 @@ from rlinf.workflows.weight_sync import WeightSync, WeightSyncMixin
 from rlinf.scheduler import Cluster, WorkerGroup, wait_first
 from rlinf.envs import obs as obs_ops
 from rlinf.workers.actor.embodied_actor import GROUP_ESTIMATORS, EmbodiedActorWorker
-from rlinf.workers.env.worker import EnvWorker
+from rlinf.workers.env.worker import EnvWorker, counted_episodes
 from rlinf.workers.rollout.policy_worker import PolicyRolloutWorker
 
 logger = logging.getLogger(__name__)
@@ -252,12 +252,8 @@ class EmbodiedWorkflow(WeightSyncMixin):
                 buf[s]["mask"].append(np.concatenate([o["mask"] for o in outs]) & live)
                 offset = 0
                 for o in outs:
-                    for i, j in enumerate(o["episode_envs"]):
-                        if not self.group or alive[s][offset + j]:
-                            episodes["returns"].append(o["episode_returns"][i])
-                            episodes["lengths"].append(o["episode_lengths"][i])
-                            if o["episode_successes"] is not None:
-                                episodes["successes"].append(o["episode_successes"][i])
+                    for key, values in counted_episodes(o, alive[s], self.group, offset).items():
+                        episodes[key].extend(values)
                     offset += obs_ops.size(o["obs"])
                 if self.group:
                     alive[s] &= ~(term | trunc).reshape(len(term), -1).any(axis=1)

@@ -18,8 +18,8 @@ from rlinf.envs.text import TextSample, load_task
 from rlinf.errors import InputError
 from rlinf.models.tokenizer import encode_prompt, load_tokenizer
 from rlinf.placement import Placement
-from rlinf.workflows.batching import (add_advantages, build_lm_batch, concat_rollouts, shard_rows, split_even,
-                                      unshard_rows)
+from rlinf.workflows.batching import (add_advantages, build_lm_batch, concat_rollouts, epoch_batch, shard_rows,
+                                      split_even, unshard_rows)
 from rlinf.workflows.dynamic_sampling import collect_dynamic
 from rlinf.workflows.weight_sync import WeightSync, WeightSyncMixin
 from rlinf.scheduler import Cluster, WorkerGroup
@@ -137,12 +137,7 @@ class ReasoningWorkflow(WeightSyncMixin):
     # ---- data -------------------------------------------------------------------------------------
     def prompts_for_step(self, step: int) -> List[TextSample]:
         """The step's prompts: a seeded shuffle per pass over the training set (resumable by step)."""
-        B, data = self.cfg.data.batch_size, self.task.train
-        per_epoch = max(1, len(data) // B)
-        epoch, index = divmod(step, per_epoch)
-        order = list(range(len(data)))
-        random.Random(self.cfg.data.seed + epoch).shuffle(order)
-        return [data[i] for i in order[index * B:(index + 1) * B]]
+        return epoch_batch(self.task.train, self.cfg.data.batch_size, self.cfg.data.seed, step)
 
     def encode(self, sample: TextSample) -> List[int]:
         return encode_prompt(self.tokenizer, sample.prompt)

@@ -23,7 +23,6 @@ and `reward_model/` (the full model as a Hugging Face directory with its tokeniz
 """
 
 import logging
-import random
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -39,6 +38,7 @@ from rlinf.models.tokenizer import load_tokenizer
 from rlinf.placement import Placement
 from rlinf.scheduler import Cluster, WorkerGroup
 from rlinf.workers.reward.rm_trainer import RewardModelTrainer
+from rlinf.workflows.batching import epoch_batch
 
 logger = logging.getLogger(__name__)
 
@@ -114,12 +114,7 @@ class RewardModelWorkflow:
     # ---- data ---------------------------------------------------------------------------------------
     def pairs_for_step(self, step: int) -> List[Pair]:
         """The step's pairs: a seeded shuffle per pass over the training pairs (resumable by step)."""
-        B, data = self.cfg.data.batch_size, self.train_pairs
-        per_epoch = len(data) // B
-        epoch, index = divmod(step, per_epoch)
-        order = list(range(len(data)))
-        random.Random(self.cfg.data.seed + epoch).shuffle(order)
-        return [data[i] for i in order[index * B:(index + 1) * B]]
+        return epoch_batch(self.train_pairs, self.cfg.data.batch_size, self.cfg.data.seed, step)
 
     def collect(self, step: int) -> Dict:
         return {"pairs": self.pairs_for_step(step), "step": step}

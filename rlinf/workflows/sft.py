@@ -26,7 +26,6 @@ a Hugging Face directory, for `actor.model.path`).
 """
 
 import logging
-import random
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -42,7 +41,7 @@ from rlinf.models.tokenizer import load_tokenizer
 from rlinf.placement import Placement
 from rlinf.scheduler import Cluster, WorkerGroup
 from rlinf.workers.actor.fsdp_actor import ActorWorker
-from rlinf.workflows.batching import shard_rows
+from rlinf.workflows.batching import epoch_batch, shard_rows
 from rlinf.workflows.multiturn import build_multiturn_rows
 
 logger = logging.getLogger(__name__)
@@ -120,12 +119,7 @@ class SFTWorkflow:
     # ---- data ---------------------------------------------------------------------------------------
     def rows_for_step(self, step: int) -> List[Trajectory]:
         """The step's conversations: a seeded shuffle per pass over the training rows (resumable by step)."""
-        B, data = self.cfg.data.batch_size, self.train_rows
-        per_epoch = len(data) // B
-        epoch, index = divmod(step, per_epoch)
-        order = list(range(len(data)))
-        random.Random(self.cfg.data.seed + epoch).shuffle(order)
-        return [data[i] for i in order[index * B:(index + 1) * B]]
+        return epoch_batch(self.train_rows, self.cfg.data.batch_size, self.cfg.data.seed, step)
 
     def collect(self, step: int) -> Dict:
         return {"rows": self.rows_for_step(step), "step": step}

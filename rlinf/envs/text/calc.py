@@ -20,14 +20,13 @@ operands and results unreliably (about 10% held-out accuracy); RL has to make th
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
-from pathlib import Path
 from typing import Dict, List, Tuple
 
 from rlinf.config.schema import DataConfig
 from rlinf.envs.agent.tool_env import ToolEnv
+from rlinf.envs.text.conversations import write_conversations
 from rlinf.envs.text.tasks import TaskSplit, TextSample
 from rlinf.errors import InputError
 
@@ -112,15 +111,13 @@ def main(argv=None) -> int:
     demos.add_argument("--data-seed", type=int, default=DataConfig.seed, help="data.seed of the RL run (its split)")
     args = parser.parse_args(argv)
     data = DataConfig(task="calc", min_operand=args.min_operand, max_operand=args.max_operand, seed=args.data_seed)
-    try:
+
+    def rows() -> List[Dict]:
         if args.num < 1:
             raise InputError("at least one demo", key="--num")
-        rows = warm_start_demos(args.num, args.seed, data)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return 0
+        return warm_start_demos(args.num, args.seed, data)
+
+    return write_conversations(rows, args.out)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,11 @@ token left and is refused.
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence
 
 from rlinf.config.schema import DataConfig
 from rlinf.envs.agent.trajectory import Segment, Trajectory
@@ -193,3 +196,16 @@ def render_conversations(tok, rows: Sequence[Conversation], max_length: int, key
         except ValueError as e:
             raise InputError(f"row {conv.meta.get('row', i + 1)}: {e}", key=key) from None
     return out
+
+
+def write_conversations(make_rows: Callable[[], List[Dict]], out: str) -> int:
+    """CLI helper of the demo writers (`python -m rlinf.envs.text.calc demos`, `... facts demos`): the rows
+    `make_rows()` returns as jsonl at `out`, exit code 0; bad input: one error line on stderr (the command's
+    output to its user, as `rlinf.run` writes it, not a log record), nothing written, 2."""
+    try:
+        rows = make_rows()
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    Path(out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return 0

@@ -35,6 +35,7 @@ from typing import Dict, List
 
 from rlinf.config.schema import DataConfig
 from rlinf.envs.agent.tool_env import ToolEnv
+from rlinf.envs.text.conversations import write_conversations
 from rlinf.envs.text.tasks import TaskSplit, TextSample
 from rlinf.errors import InputError
 from rlinf.tools.retrieve import load_index
@@ -191,13 +192,7 @@ def main(argv=None) -> int:
     if args.command == "corpus":
         write_corpus(Path(args.out), args.seed)
         return 0
-    try:
-        rows = warm_start_demos(args.num, args.seed, args.corpus, args.data_seed)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return 0
+    return write_conversations(lambda: warm_start_demos(args.num, args.seed, args.corpus, args.data_seed), args.out)
 
 
 if __name__ == "__main__":

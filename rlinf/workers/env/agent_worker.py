@@ -19,8 +19,6 @@ Envs, tokens and prompts come from `rlinf.workers.env.agent_episodes.AgentEpisod
 import logging
 from typing import Any, List, Optional, Sequence, Tuple
 
-import ray
-
 from rlinf.config.schema import EnvConfig, ModelConfig
 from rlinf.envs.agent.trajectory import Trajectory
 from rlinf.scheduler import Worker
@@ -43,9 +41,8 @@ class AgentEnvWorker(Worker):
 
     def connect(self, rollout_actors: Sequence[Any]) -> int:
         """Pair this rank with rollout rank `rank mod len(rollout_actors)`; returns that rank."""
-        index = self.rank % len(rollout_actors)
-        self.rollout = rollout_actors[index]
-        return index
+        self.rollout = self.paired_peer(list(rollout_actors))
+        return self.rank % len(rollout_actors)
 
     # ---- episodes ---------------------------------------------------------------------------------
     def run_episodes(self, items: List[Tuple[Any, int]], greedy: bool = False,
@@ -62,9 +59,8 @@ class AgentEnvWorker(Worker):
         def generate(contexts: List[List[int]]):
             call_seed = seed if first_call[0] else None  # one seeded stream per collection
             first_call[0] = False
-            ref = self.rollout._rlinf_execute.remote("generate_turns", (contexts, self.episodes.stop_token_seqs),
-                                                     {"greedy": greedy, "seed": call_seed})
-            out, _, _ = ray.get(ref, timeout=self.wait_timeout_s)
+            out = self.call_peer(self.rollout, "generate_turns", contexts, self.episodes.stop_token_seqs,
+                                 greedy=greedy, seed=call_seed)
             versions.append(out["version"])
             return out["tokens"], out["logprobs"]
 

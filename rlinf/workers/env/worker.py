@@ -27,7 +27,6 @@ from collections import defaultdict
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
-import ray
 
 from rlinf.config.schema import EnvConfig
 from rlinf.envs import make_vector_env, task_spec
@@ -137,9 +136,8 @@ class EnvWorker(Worker):
         if len(self.envs) != 1:
             raise InputError(f"direct collection runs one pipeline stage, got {len(self.envs)}",
                              key="rollout.pipeline_stages")
-        index = self.rank % len(rollout_actors)
-        self.rollout = rollout_actors[index]
-        return index
+        self.rollout = self.paired_peer(list(rollout_actors))
+        return self.rank % len(rollout_actors)
 
     def collect(self, start: Dict[str, Any], decisions: int, group: bool = False) -> Dict[str, Any]:
         """Run `decisions` env steps of this rank, asking the paired rollout rank (see `connect`) for the
@@ -183,9 +181,7 @@ class EnvWorker(Worker):
     def _ask_rollout(self, obs: obs_ops.Obs, final_obs: Optional[obs_ops.Obs],
                      cut: Optional[np.ndarray]) -> Dict[str, Any]:
         """One `act` on the paired rollout rank (direct Ray call, bounded wait); final_values None -> zeros."""
-        ref = self.rollout._rlinf_execute.remote("act", ({"obs": obs, "final_obs": final_obs, "cut": cut},),
-                                                 {"greedy": False})
-        out, _, _ = ray.get(ref, timeout=self.wait_timeout_s)
+        out = self.call_peer(self.rollout, "act", {"obs": obs, "final_obs": final_obs, "cut": cut}, greedy=False)
         if out["final_values"] is None:
             out["final_values"] = np.zeros(out["values"].shape, np.float32)
         return out
@@ -198,13 +194,7 @@ class EnvWorker(Worker):
         buf["rewards"].append(np.array(out["rewards"], copy=True))
         buf["dones"].append(term | trunc)
         buf["mask"].append(out["mask"] & (alive if self.chunk == 1 else alive[:, None]))
-        episodes: Dict[str, list] = {"returns": [], "lengths": [], "successes": []}
-        for i, j in enumerate(out["episode_envs"]):
-            if not group or alive[j]:
-                episodes["returns"].append(out["episode_returns"][i])
-                episodes["lengths"].append(out["episode_lengths"][i])
-                if out["episode_successes"] is not None:
-                    episodes["successes"].append(out["episode_successes"][i])
+        episodes = counted_episodes(out, alive, group)
         if group:
             alive &= ~(term | trunc).reshape(len(term), -1).any(axis=1)
         return episodes
@@ -259,6 +249,20 @@ class EnvWorker(Worker):
         for env in self.envs + ([self.eval_env] if self.eval_env is not None else []):
             env.close()
         super()._rlinf_shutdown()
+
+
+def counted_episodes(out: Dict[str, Any], alive: np.ndarray, group: bool, offset: int = 0) -> Dict[str, list]:
+    """Returns, lengths and successes of the episodes that ended in one `step` output `out`, leaving out, with
+    `group` (one episode per env), envs no longer `alive` in their first episode; `offset`: the index in
+    `alive` of `out`'s first env (outputs of several ranks concatenated)."""
+    episodes: Dict[str, list] = {"returns": [], "lengths": [], "successes": []}
+    for i, j in enumerate(out["episode_envs"]):
+        if not group or alive[offset + j]:
+            episodes["returns"].append(out["episode_returns"][i])
+            episodes["lengths"].append(out["episode_lengths"][i])
+            if out["episode_successes"] is not None:
+                episodes["successes"].append(out["episode_successes"][i])
+    return episodes
 
 
 def _copy_obs(obs: obs_ops.Obs) -> obs_ops.Obs:
