@@ -1,0 +1,149 @@
+"""The planner checked against measurement: predicted vs measured step time of candidate plans on 4 virtual devices.
+
+    python -m bench.planner [--quick] [--workload grpo|cartpole|both] [--steps N]
+
+Workloads (cluster.num_devices=4, every run `python -m rlinf.run` in a subprocess, rlinf.plan.profile.run_config):
+  grpo      configs/grpo_arith.yaml with a larger model (hidden 256, 4 layers) and 6 new tokens per sample, so
+            that its phases take >= 0.3 s on this machine;
+  cartpole  configs/ppo_cartpole_mlp.yaml (embodied PPO, MLP actor-critic, 32 envs x 64 steps in every plan:
+            env.num_envs per rank = 32 / env ranks).
+
+Per workload: the planner's profile runs (rlinf.plan.profile: colocated on device 0, colocated on all 4 devices,
+and for the embodied one hybrid k = 2) fit the cost model; every candidate is predicted
+(rlinf.plan.simulate); then the candidates of the measured set are run for N steps each (the profile's
+all-device runs are the colocated / hybrid_k2 measurements; the planner's own choice is always measured).
+Measured step time = median of `time/step_s` in metrics.jsonl after 2 warm-up steps.
+
+Reported per workload: Spearman rank correlation of predicted vs measured step time over the measured
+candidates (ties get their mean rank) and regret = measured(chosen plan) / min(measured) - 1.
+The last line printed is `RESULT {"spearman_min": ..., "regret_max": ..., ...}` (goal: >= 0.8, <= 0.10).
+"""
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+from rlinf.config import load_config
+from rlinf.plan.hardware import local_hardware
+from rlinf.plan.profile import (WARMUP, candidate_overrides, fit_workload, profile_runs, run_config, total_envs,
+                                train_rows, workload_kind)
+from rlinf.plan.simulate import plan
+
+logger = logging.getLogger("bench.planner")
+DEVICES = 4
+WORKLOADS = {
+    "grpo": ("configs/grpo_arith.yaml",
+             ["actor.model.hidden_size=256", "actor.model.num_layers=4", "rollout.max_new_tokens=6",
+              "data.eval_size=8"],
+             ["disagg_2+2", "async_s1_2+2", "disagg_1+3", "async_s1_1+3", "async_s1_3+1"]),
+    "cartpole": ("configs/ppo_cartpole_mlp.yaml", [],
+                 ["hybrid_k4", "disagg_2+2", "async_s1_2+2", "async_s1_1+3"]),
+}
+PROFILED = {"all": "colocated", "k2": "hybrid_k2"}
+
+
+def ranks(values: Sequence[float]) -> List[float]:
+    """1-based ranks, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Pearson correlation of the ranks of a and b."""
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = statistics.mean(ra), statistics.mean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    sa = sum((x - ma) ** 2 for x in ra) ** 0.5
+    sb = sum((y - mb) ** 2 for y in rb) ** 0.5
+    return cov / (sa * sb) if sa and sb else 0.0
+
+
+def step_s(rows: List[dict]) -> float:
+    return statistics.median(r["time/step_s"] for r in train_rows(rows, WARMUP))
+
+
+def run_workload(name: str, steps: int, quick: bool, work: Path) -> Dict:
+    config, base, subset = WORKLOADS[name]
+    cfg = load_config(config, base)
+    kind = workload_kind(cfg)
+    envs = total_envs(cfg) if kind == "embodied" else 0
+    hw = local_hardware(DEVICES)
+    t0 = time.time()
+    runs = profile_runs(config, base, kind, DEVICES, envs, steps, work / name, timeout_s=600)
+    w = fit_workload(config, cfg, runs, DEVICES, hw)
+    ranked = plan(w, hw, DEVICES)
+    preds = {p.candidate.name: p for p in ranked}
+    measured = {PROFILED[k]: step_s(rows) for k, (rows, _) in runs.items() if k in PROFILED}
+    chosen = ranked[0].candidate.name
+    todo = (subset if quick else [p.candidate.name for p in ranked])
+    todo = [n for n in dict.fromkeys([chosen, *todo]) if n not in measured]
+    for cand in todo:
+        c = preds[cand].candidate
+        rows, _ = run_config(config, [*base, *candidate_overrides(c, DEVICES, kind, envs), f"runner.max_steps={steps}"],
+                             work / name / cand, timeout_s=600)
+        measured[cand] = step_s(rows)
+        logger.info("%s %s: measured %.3f s, predicted %.3f s", name, cand, measured[cand], preds[cand].step_s)
+    names = sorted(measured, key=lambda n: preds[n].step_s)
+    rho = spearman([preds[n].step_s for n in names], [measured[n] for n in names])
+    best = min(measured.values())
+    return {"workload": name, "config": config, "overrides": base, "names": names, "chosen": chosen,
+            "predicted": {n: round(preds[n].step_s, 4) for n in names},
+            "measured": {n: round(measured[n], 4) for n in names},
+            "spearman": round(rho, 3), "regret": round(measured[chosen] / best - 1.0, 3),
+            "best_measured": min(measured, key=measured.get), "wall_s": round(time.time() - t0, 1),
+            "fitted": {"generate": vars(w.generate), "env": vars(w.env), "update": vars(w.update),
+                       "sync_fixed_s": w.sync_fixed_s, "stage_call_s": w.stage_call_s, "jitter_s": w.jitter_s}}
+
+
+def report(r: Dict) -> None:
+    print(f"\n== {r['workload']}: {r['config']} {' '.join(r['overrides'])} (4 virtual devices) ==")
+    print(f"{'plan':<16} {'predicted s':>11} {'measured s':>11}")
+    for n in r["names"]:
+        mark = "  <- chosen" if n == r["chosen"] else ""
+        print(f"{n:<16} {r['predicted'][n]:>11.3f} {r['measured'][n]:>11.3f}{mark}")
+    print(f"spearman {r['spearman']:.3f}, regret {r['regret']:.1%} (best measured: {r['best_measured']}), "
+          f"wall {r['wall_s']:.0f} s")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.planner")
+    p.add_argument("--quick", action="store_true", help="6 plans per workload, 6 steps each")
+    p.add_argument("--workload", choices=[*WORKLOADS, "both"], default="both")
+    p.add_argument("--steps", type=int, default=None, help="steps per run (default 10, quick 6)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    steps = args.steps or (6 if args.quick else 10)
+    names = list(WORKLOADS) if args.workload == "both" else [args.workload]
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        results = [run_workload(n, steps, args.quick, Path(tmp)) for n in names]
+    for r in results:
+        report(r)
+    out = {"bench": "planner", "spearman_min": min(r["spearman"] for r in results),
+           "regret_max": max(r["regret"] for r in results),
+           **{f"spearman_{r['workload']}": r["spearman"] for r in results},
+           **{f"regret_{r['workload']}": r["regret"] for r in results},
+           "plans_measured": {r["workload"]: len(r["names"]) for r in results},
+           "chosen": {r["workload"]: r["chosen"] for r in results},
+           "steps": steps, "quick": args.quick, "wall_s": round(time.time() - t0, 1),
+           "detail": {r["workload"]: {"predicted": r["predicted"], "measured": r["measured"], "fitted": r["fitted"]}
+                      for r in results}}
+    print("RESULT " + json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Cost model: the time of each phase as a function of the devices it runs on. Pure functions; the code
+that measures the numbers is rlinf.plan.profile, the code that builds them from published rates is
+rlinf.plan.paper.
+
+A phase's time on d devices (`PhaseCost.time`):
+
+    t(d) = serial + work / eff(d) + per_rank x (d - 1)
+
+- serial: what does not shrink with devices (controller round trips, Python per call, the longest sequence);
+- work: device-seconds of divisible work (samples, tokens, env steps spread over ranks);
+- eff(d): the hardware's parallelism (rlinf.plan.hardware.Hardware.parallelism): d for GPUs, min(d, cores)
+  for virtual devices that share a CPU's cores;
+- per_rank: cost that grows with ranks (collectives, fan-out).
+
+Fitted from two measurements t1 at d = 1 and tD at d = D (per_rank 0; `fit_two_points`):
+    work = (t1 - tD) / (1 - 1 / eff(D)),   serial = t1 - work   (each clamped at >= 0).
+
+A `Workload` carries the phase costs of one config (per training step unless stated):
+- reasoning: generate (whole batch), reward, update (actor + critic + reference forward);
+- embodied: env and policy per decision of the whole env batch, `decisions` per step, update per step;
+- weight sync: `sync_fixed_s` (colocated hand-off, measured) + weight_bytes / link bandwidth when the
+  rollout is on other devices;
+- stage_call_s: controller cost of one stage call in the pipelined (k > 1) collection;
+- decision_overhead_s: what a k = 1 decision costs beyond env + policy (measured residual);
+- jitter_s: the standard deviation of a step's collection time (async schedules absorb it);
+- tail_s: the long tail of generation (the longest responses decoding at a small batch) that a sync step
+  waits for and a streaming (async) rollout hides behind the next batch's requests;
+- switch: colocated / hybrid only, the residency transitions of a step (offload / onload of the training
+  state, rlinf.runners.residency), evaluated on all D devices; a measured profile already holds it in
+  sync_fixed_s.
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from rlinf.plan.hardware import Hardware
+from rlinf.plan.memory import MemorySpec
+
+
+@dataclass(frozen=True)
+class PhaseCost:
+    serial_s: float = 0.0
+    work_s: float = 0.0
+    per_rank_s: float = 0.0
+
+    def time(self, devices: int, hw: Hardware) -> float:
+        """t(d) = serial + work / eff(d) + per_rank x (d - 1)."""
+        d = max(1, devices)
+        return self.serial_s + self.work_s / hw.parallelism(d) + self.per_rank_s * (d - 1)
+
+    def work(self) -> float:
+        """Device-seconds this phase keeps devices (cores) busy: serial + work."""
+        return self.serial_s + self.work_s
+
+
+def fit_two_points(t1: float, t_many: float, devices: int, hw: Hardware) -> PhaseCost:
+    """PhaseCost through (1, t1) and (D, tD): work = (t1 - tD) / (1 - 1/eff(D)), serial = t1 - work,
+    each clamped to >= 0 (a phase that got slower with more devices is all serial, at its mean time)."""
+    eff = hw.parallelism(devices)
+    if devices <= 1 or eff <= 1.0:
+        return PhaseCost(serial_s=max(0.0, (t1 + t_many) / 2 if devices > 1 else t1))
+    work = (t1 - t_many) / (1.0 - 1.0 / eff)
+    if work <= 0:
+        return PhaseCost(serial_s=max(0.0, (t1 + t_many) / 2))
+    work = min(work, t1)
+    return PhaseCost(serial_s=max(0.0, t1 - work), work_s=work)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    kind: str  # reasoning | embodied
+    samples_per_step: int
+    update: PhaseCost
+    generate: PhaseCost = field(default_factory=PhaseCost)
+    reward: PhaseCost = field(default_factory=PhaseCost)
+    env: PhaseCost = field(default_factory=PhaseCost)
+    decisions: int = 1
+    sync_fixed_s: float = 0.0
+    weight_bytes: float = 0.0
+    stage_call_s: float = 0.0
+    decision_overhead_s: float = 0.0
+    jitter_s: float = 0.0
+    async_overhead_s: float = 0.0
+    tail_s: float = 0.0
+    switch: PhaseCost = field(default_factory=PhaseCost)
+    memory: Optional[MemorySpec] = None
+    max_stages: int = 4
+
+
+def weight_sync_s(w: Workload, hw: Hardware, separate: bool, total_devices: int) -> float:
+    """sync_fixed + (weight_bytes / link_bandwidth(D) when the rollout sits on other devices, else 0)."""
+    if not separate or w.weight_bytes <= 0:
+        return w.sync_fixed_s
+    return w.sync_fixed_s + w.weight_bytes / hw.link_bandwidth(total_devices)

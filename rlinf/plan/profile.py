@@ -1,0 +1,208 @@
+"""Profiling: run a config for a few steps in two or three placements and fit its cost model.
+
+This is the only part of rlinf.plan that starts anything: each profile run is `python -m rlinf.run` in a
+subprocess (timeline on, plots, TensorBoard and evaluation off) with a wall-clock bound, and its
+`metrics.jsonl` / `timeline.json` are read back (rlinf.utils.timeline.read_timeline).
+
+Profile runs on D devices (the first `warmup` steps of each left out, medians of the rest):
+- reasoning: colocated on device 0 only (d = 1) and colocated on all D devices (d = D); generate, reward
+  and update each fitted through the two points (rlinf.plan.cost_model.fit_two_points); the weight-sync
+  cost is the d = D run's residual step - rollout - reward - update;
+- embodied: the same two runs with k = 1 (the direct collection: per decision e + p), plus colocated on
+  all devices with k = 2 (the controller-driven pipeline) for the controller's cost per stage call;
+  p = the rollout ranks' mean `act` span (timeline), e = collect / decisions - p. The global env batch is
+  held fixed: env.num_envs per rank = total envs / env ranks.
+"""
+
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+from rlinf.config import RLinfConfig
+from rlinf.errors import InputError
+from rlinf.placement import build_placement
+from rlinf.plan.cost_model import PhaseCost, Workload, fit_two_points
+from rlinf.plan.hardware import Hardware
+from rlinf.plan.memory import (MemorySpec, activation_bytes_per_token, causal_lm_params, kv_bytes_per_token)
+from rlinf.plan.simulate import Candidate
+from rlinf.utils.timeline import read_timeline
+from rlinf.workflows import components_for, workflow_name
+
+logger = logging.getLogger(__name__)
+
+QUIET = ["runner.progress_bar=false", "runner.plots=false", "runner.tensorboard=false", "runner.timeline=true",
+         "runner.eval_interval=0", "runner.log_interval=1", "runner.save_interval=0", "runner.stop_metric=null",
+         "env.eval_episodes=1"]
+WARMUP = 2
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def workload_kind(cfg: RLinfConfig) -> str:
+    """reasoning or embodied (the workflows the planner models); anything else is an input error."""
+    name = workflow_name(cfg)
+    if name not in ("reasoning", "embodied"):
+        raise InputError(f"the planner models the reasoning and embodied workflows, not '{name}'",
+                         key="runner.workflow")
+    return name
+
+
+def total_envs(cfg: RLinfConfig) -> int:
+    """Envs of the config's own placement: env.num_envs per env rank x env ranks."""
+    placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
+                                cfg.rollout.pipeline_stages, components_for(cfg))
+    return cfg.env.num_envs * placement.world_size("env")
+
+
+def memory_spec(cfg: RLinfConfig, kind: str) -> MemorySpec:
+    """The MemorySpec of a config's own model (rlinf.plan.memory formulas; sequence = 32 prompt tokens +
+    rollout.max_new_tokens for a model built from config)."""
+    m = cfg.actor.model
+    b = DTYPE_BYTES[m.dtype]
+    if m.kind == "causal_lm" or m.kind == "vla":
+        params = causal_lm_params(m.hidden_size, m.num_layers, len(m.char_vocab) + 4)
+        seq = 32 + cfg.rollout.max_new_tokens
+        act = activation_bytes_per_token(m.hidden_size, m.num_layers) * seq
+        kv = kv_bytes_per_token(m.hidden_size, m.num_layers, b) * seq
+    else:  # mlp / cnn policies: a few dense layers
+        params = float(m.num_layers * m.hidden_size * m.hidden_size * 2 + 4096 * m.hidden_size)
+        act, kv = float(m.hidden_size * m.num_layers * 4 * 4), 0.0
+    batch = cfg.data.batch_size * cfg.algorithm.group_size if kind == "reasoning" else total_envs(cfg)
+    return MemorySpec(params=params, trainable=params, param_bytes=b,
+                      critic_params=params if cfg.critic.enabled else 0.0, reference=cfg.algorithm.kl_coef > 0,
+                      activation_bytes_per_sample=act, micro_batch=cfg.actor.micro_batch_size,
+                      kv_bytes_per_sample=kv, rollout_batch=batch, env_bytes_per_env=1e6 if kind == "embodied" else 0,
+                      num_envs=total_envs(cfg) if kind == "embodied" else 0,
+                      offload=cfg.actor.offload)
+
+
+def placement_literal(placement: Dict[str, str]) -> str:
+    """A component_placement as a YAML flow mapping for a key=value override (keys quoted: they hold commas)."""
+    return "{" + ", ".join(f"'{k}': '{v}'" for k, v in placement.items()) + "}"
+
+
+def candidate_overrides(c: Candidate, devices: int, kind: str, envs: int) -> List[str]:
+    """The dotlist that runs candidate `c` (the keys the plan writes)."""
+    out = [f"cluster.num_devices={devices}", f"cluster.component_placement={placement_literal(c.placement)}",
+           f"rollout.pipeline_stages={c.pipeline_stages}", f"runner.schedule={c.schedule}",
+           f"algorithm.max_staleness={c.max_staleness}"]
+    if kind == "embodied":
+        out.append(f"env.num_envs={max(1, envs // c.rollout_devices)}")
+    return out
+
+
+def run_config(config: str, overrides: Sequence[str], out: Path, timeout_s: float) -> Tuple[List[dict], List[dict]]:
+    """`python -m rlinf.run` for one profile / bench run; returns (metrics rows, timeline events)."""
+    cmd = [sys.executable, "-m", "rlinf.run", "--config", config, "--log-level", "WARNING", *QUIET, *overrides,
+           f"runner.output_dir={out}"]
+    logger.info("run: %s", " ".join(cmd[3:]))
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"profile run exceeded {timeout_s:.0f} s: {' '.join(overrides)}") from None
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-3:]
+        raise RuntimeError(f"profile run failed ({proc.returncode}): {' / '.join(tail)}")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    timeline = out / "timeline.json"
+    return rows, read_timeline(timeline) if timeline.exists() else []
+
+
+def train_rows(rows: List[dict], warmup: int = WARMUP) -> List[dict]:
+    """Training-step rows after the warm-up (rows with a step time)."""
+    steps = [r for r in rows if "time/step_s" in r]
+    return steps[warmup:] if len(steps) > warmup else steps[-1:]
+
+
+def step_stats(rows: List[dict], warmup: int = WARMUP) -> Dict[str, float]:
+    """Medians of the step's phase times, and the standard deviation of the collection time."""
+    train = train_rows(rows, warmup)
+    med = {k: statistics.median(r.get(f"time/{k}_s", 0.0) for r in train)
+           for k in ("step", "rollout", "reward", "update")}
+    med["rollout_std"] = statistics.pstdev([r.get("time/rollout_s", 0.0) for r in train]) if len(train) > 1 else 0.0
+    return med
+
+
+def act_time(events: List[dict]) -> float:
+    """Median duration of the rollout ranks' `act` spans (policy inference per decision, one rank's share)."""
+    spans = [e["end"] - e["start"] for e in events if e["group"] == "rollout" and e["name"] == "act"]
+    return statistics.median(spans) if spans else 0.0
+
+
+def profile_runs(cfg_path: str, base: List[str], kind: str, devices: int, envs: int, steps: int,
+                  work: Path, timeout_s: float) -> Dict[str, Tuple[List[dict], List[dict]]]:
+    gen = "rollout,env" if kind == "embodied" else "rollout,reward"
+    every = f"actor,{gen}"
+    runs = {"one": Candidate("one", {every: "0"}, "sync", rollout_devices=1),
+            "all": Candidate("all", {every: "all"}, "sync", rollout_devices=devices)}
+    if kind == "embodied":
+        runs["k2"] = Candidate("k2", {every: "all"}, "sync", pipeline_stages=2, rollout_devices=devices)
+    out = {}
+    for name, c in runs.items():
+        t0 = time.time()
+        out[name] = run_config(cfg_path, [*base, *candidate_overrides(c, devices, kind, envs),
+                                          f"runner.max_steps={steps}"], work / f"profile_{name}", timeout_s)
+        logger.info("profile %s: %.1f s", name, time.time() - t0)
+    return out
+
+
+def profile(cfg_path: str, cfg: RLinfConfig, overrides: Sequence[str], devices: int, hw: Hardware,
+            work: Path, steps: int = 6, timeout_s: float = 600.0) -> Workload:
+    """Run the profile runs of the module docstring and return the fitted Workload."""
+    kind = workload_kind(cfg)
+    envs = total_envs(cfg) if kind == "embodied" else 0
+    runs = profile_runs(cfg_path, list(overrides), kind, devices, envs, steps, work, timeout_s)
+    return fit_workload(cfg_path, cfg, runs, devices, hw)
+
+
+def fit_workload(cfg_path: str, cfg: RLinfConfig, runs: Dict[str, Tuple[List[dict], List[dict]]], devices: int,
+                 hw: Hardware) -> Workload:
+    """The Workload fitted from the profile runs (`profile_runs`: run name -> (metrics rows, timeline))."""
+    kind = workload_kind(cfg)
+    envs = total_envs(cfg) if kind == "embodied" else 0
+    one, many = step_stats(runs["one"][0]), step_stats(runs["all"][0])
+    update = fit_two_points(one["update"], many["update"], devices, hw)
+    sync = max(0.0, many["step"] - many["rollout"] - many["reward"] - many["update"])
+    spec = memory_spec(cfg, kind)
+    weight_bytes = spec.params * spec.param_bytes
+    samples = cfg.data.batch_size * cfg.algorithm.group_size
+    if kind == "reasoning":
+        return Workload(name=Path(cfg_path).stem, kind=kind, samples_per_step=samples, update=update,
+                        generate=fit_two_points(one["rollout"], many["rollout"], devices, hw),
+                        reward=fit_two_points(one["reward"], many["reward"], devices, hw),
+                        sync_fixed_s=sync, weight_bytes=weight_bytes, jitter_s=many["rollout_std"], memory=spec)
+    T = cfg.env.rollout_steps // cfg.actor.model.action_chunk
+    p1, pd = act_time(runs["one"][1]), act_time(runs["all"][1])
+    e1, ed = max(0.0, one["rollout"] / T - p1), max(0.0, many["rollout"] / T - pd)
+    w = Workload(name=Path(cfg_path).stem, kind=kind, samples_per_step=envs * cfg.env.rollout_steps,
+                 update=update, generate=fit_two_points(p1, pd, devices, hw), env=fit_two_points(e1, ed, devices, hw),
+                 decisions=T, sync_fixed_s=sync, weight_bytes=weight_bytes, jitter_s=many["rollout_std"],
+                 memory=spec)
+    k2 = step_stats(runs["k2"][0])["rollout"] / T
+    e, p = w.env.time(devices, hw), w.generate.time(devices, hw)
+    stage_call = max(0.0, (k2 - max(e, p) - min(e, p) / 2) / 2)
+    return replace(w, stage_call_s=stage_call)
+
+
+def describe(w: Workload, hw: Hardware, devices: int) -> str:
+    """One line per fitted phase: t(1), t(D) and the fitted serial / work parts."""
+    lines = [f"workload {w.name} ({w.kind}), {w.samples_per_step} samples/step, hardware {hw.name}"]
+    phases = {"generate" if w.kind == "reasoning" else "policy/decision": w.generate, "update": w.update}
+    if w.kind == "reasoning":
+        phases["reward"] = w.reward
+    else:
+        phases["env/decision"] = w.env
+    for name, pc in phases.items():
+        lines.append(f"  {name:<16} t(1) {pc.time(1, hw):8.4f} s  t({devices}) {pc.time(devices, hw):8.4f} s  "
+                     f"(serial {pc.serial_s:.4f}, work {pc.work_s:.4f})")
+    lines.append(f"  weight sync fixed {w.sync_fixed_s:.4f} s, weights {w.weight_bytes / 1e6:.1f} MB, "
+                 f"stage call {w.stage_call_s * 1e3:.2f} ms, collection jitter {w.jitter_s:.4f} s")
+    return "\n".join(lines)
+
