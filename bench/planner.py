@@ -1,6 +1,6 @@
 """The planner checked against measurement: predicted vs measured step time of candidate plans on 4 virtual devices.
 
-    python -m bench.planner [--quick] [--workload grpo|cartpole|both] [--steps N]
+    python -m bench.planner [--quick] [--workload grpo|cartpole|both] [--steps N] [--keep DIR | --refit DIR]
 
 Workloads (cluster.num_devices=4, every run `python -m rlinf.run` in a subprocess, rlinf.plan.profile.run_config):
   grpo      configs/grpo_arith.yaml with a larger model (hidden 256, 4 layers) and 6 new tokens per sample, so
@@ -33,6 +33,7 @@ from rlinf.plan.hardware import local_hardware
 from rlinf.plan.profile import (WARMUP, candidate_overrides, fit_workload, profile_runs, run_config, total_envs,
                                 train_rows, workload_kind)
 from rlinf.plan.simulate import plan
+from rlinf.utils.timeline import read_timeline
 
 logger = logging.getLogger("bench.planner")
 DEVICES = 4
@@ -72,31 +73,52 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     return cov / (sa * sb) if sa and sb else 0.0
 
 
-def step_s(rows: List[dict]) -> float:
-    return statistics.median(r["time/step_s"] for r in train_rows(rows, WARMUP))
+def step_s(rows: List[dict], samples: float) -> float:
+    """Median step time after the warm-up, scaled to `samples` per step (an embodied split whose env ranks do
+    not divide the env batch runs a slightly smaller one: 3 ranks x 10 envs for 32)."""
+    return statistics.median(r["time/step_s"] * samples / r.get("samples", samples) for r in train_rows(rows, WARMUP))
 
 
-def run_workload(name: str, steps: int, quick: bool, work: Path) -> Dict:
+def _saved(work: Path, name: str) -> Dict[str, List[dict]]:
+    """Metrics rows of the runs kept under work/name (--refit): run directory name -> rows."""
+    out = {}
+    for d in sorted((work / name).iterdir()):
+        if (d / "metrics.jsonl").exists():
+            out[d.name] = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return out
+
+
+def run_workload(name: str, steps: int, quick: bool, work: Path, refit: bool = False) -> Dict:
+    """Profile, predict, measure (or with `refit`, read the runs a previous --keep left in `work`)."""
     config, base, subset = WORKLOADS[name]
     cfg = load_config(config, base)
     kind = workload_kind(cfg)
     envs = total_envs(cfg) if kind == "embodied" else 0
     hw = local_hardware(DEVICES)
     t0 = time.time()
-    runs = profile_runs(config, base, kind, DEVICES, envs, steps, work / name, timeout_s=600)
+    if refit:
+        saved = _saved(work, name)
+        runs = {k[len("profile_"):]: (rows, read_timeline(work / name / k / "timeline.json"))
+                for k, rows in saved.items() if k.startswith("profile_")}
+    else:
+        runs = profile_runs(config, base, kind, DEVICES, envs, steps, work / name, timeout_s=600)
     w = fit_workload(config, cfg, runs, DEVICES, hw)
     ranked = plan(w, hw, DEVICES)
     preds = {p.candidate.name: p for p in ranked}
-    measured = {PROFILED[k]: step_s(rows) for k, (rows, _) in runs.items() if k in PROFILED}
+    measured = {PROFILED[k]: step_s(rows, w.samples_per_step) for k, (rows, _) in runs.items() if k in PROFILED}
     chosen = ranked[0].candidate.name
+    if refit:
+        measured.update({k: step_s(rows, w.samples_per_step) for k, rows in saved.items() if not k.startswith("profile_")})
     todo = (subset if quick else [p.candidate.name for p in ranked])
-    todo = [n for n in dict.fromkeys([chosen, *todo]) if n not in measured]
+    todo = [n for n in dict.fromkeys([chosen, *todo]) if n not in measured and not refit]
     for cand in todo:
         c = preds[cand].candidate
         rows, _ = run_config(config, [*base, *candidate_overrides(c, DEVICES, kind, envs), f"runner.max_steps={steps}"],
                              work / name / cand, timeout_s=600)
-        measured[cand] = step_s(rows)
+        measured[cand] = step_s(rows, w.samples_per_step)
         logger.info("%s %s: measured %.3f s, predicted %.3f s", name, cand, measured[cand], preds[cand].step_s)
+    if chosen not in measured:  # refit chose a plan no kept run measured: regret against what was measured
+        chosen = min(measured, key=lambda n: preds[n].step_s)
     names = sorted(measured, key=lambda n: preds[n].step_s)
     rho = spearman([preds[n].step_s for n in names], [measured[n] for n in names])
     best = min(measured.values())
@@ -124,13 +146,21 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="6 plans per workload, 6 steps each")
     p.add_argument("--workload", choices=[*WORKLOADS, "both"], default="both")
     p.add_argument("--steps", type=int, default=None, help="steps per run (default 10, quick 6)")
+    p.add_argument("--keep", default=None, help="keep every run's directory under this folder")
+    p.add_argument("--refit", default=None, help="run nothing: refit and score the runs a --keep left in this folder")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     steps = args.steps or (6 if args.quick else 10)
     names = list(WORKLOADS) if args.workload == "both" else [args.workload]
     t0 = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        results = [run_workload(n, steps, args.quick, Path(tmp)) for n in names]
+    if args.refit or args.keep:
+        work = Path(args.refit or args.keep)
+        work.mkdir(parents=True, exist_ok=True)
+        results = [run_workload(n, steps, args.quick, work, refit=bool(args.refit)) for n in names
+                   if not args.refit or (work / n).is_dir()]
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            results = [run_workload(n, steps, args.quick, Path(tmp)) for n in names]
     for r in results:
         report(r)
     out = {"bench": "planner", "spearman_min": min(r["spearman"] for r in results),
@@ -139,7 +169,7 @@ def main() -> None:
            **{f"regret_{r['workload']}": r["regret"] for r in results},
            "plans_measured": {r["workload"]: len(r["names"]) for r in results},
            "chosen": {r["workload"]: r["chosen"] for r in results},
-           "steps": steps, "quick": args.quick, "wall_s": round(time.time() - t0, 1),
+           "steps": steps, "quick": args.quick, "refit": bool(args.refit), "wall_s": round(time.time() - t0, 1),
            "detail": {r["workload"]: {"predicted": r["predicted"], "measured": r["measured"], "fitted": r["fitted"]}
                       for r in results}}
     print("RESULT " + json.dumps(out))

@@ -12,8 +12,9 @@ A phase's time on d devices (`PhaseCost.time`):
   for virtual devices that share a CPU's cores;
 - per_rank: cost that grows with ranks (collectives, fan-out).
 
-Fitted from two measurements t1 at d = 1 and tD at d = D (per_rank 0; `fit_two_points`):
-    work = (t1 - tD) / (1 - 1 / eff(D)),   serial = t1 - work   (each clamped at >= 0).
+Fitted from two measurements t1 at d = 1 and tD at d = D (`fit_two_points`):
+    tD < t1:   work = (t1 - tD) / (1 - 1 / eff(D)),   serial = t1 - work   (per_rank 0);
+    tD >= t1:  serial = t1, per_rank = (tD - t1) / (D - 1)   (work 0: more ranks only cost).
 
 A `Workload` carries the phase costs of one config (per training step unless stated):
 - reasoning: generate (whole batch), reward, update (actor + critic + reference forward);
@@ -21,7 +22,6 @@ A `Workload` carries the phase costs of one config (per training step unless sta
 - weight sync: `sync_fixed_s` (colocated hand-off, measured) + weight_bytes / link bandwidth when the
   rollout is on other devices;
 - stage_call_s: controller cost of one stage call in the pipelined (k > 1) collection;
-- decision_overhead_s: what a k = 1 decision costs beyond env + policy (measured residual);
 - jitter_s: the standard deviation of a step's collection time (async schedules absorb it);
 - tail_s: the long tail of generation (the longest responses decoding at a small batch) that a sync step
   waits for and a streaming (async) rollout hides behind the next batch's requests;
@@ -48,21 +48,22 @@ class PhaseCost:
         d = max(1, devices)
         return self.serial_s + self.work_s / hw.parallelism(d) + self.per_rank_s * (d - 1)
 
-    def work(self) -> float:
-        """Device-seconds this phase keeps devices (cores) busy: serial + work."""
-        return self.serial_s + self.work_s
+    def busy(self, devices: int, hw: Hardware) -> float:
+        """Device-seconds the phase occupies on d devices, every rank busy while it runs: t(d) x eff(d)
+        (on shared cores: the core-seconds it takes from the other phases running at the same time)."""
+        return self.time(devices, hw) * hw.parallelism(max(1, devices))
 
 
 def fit_two_points(t1: float, t_many: float, devices: int, hw: Hardware) -> PhaseCost:
-    """PhaseCost through (1, t1) and (D, tD): work = (t1 - tD) / (1 - 1/eff(D)), serial = t1 - work,
-    each clamped to >= 0 (a phase that got slower with more devices is all serial, at its mean time)."""
+    """PhaseCost through (1, t1) and (D, tD). A phase that got faster: work = (t1 - tD) / (1 - 1/eff(D)),
+    serial = t1 - work (work capped at t1). A phase that got slower with more ranks (collectives, processes
+    sharing cores): serial = t1, per_rank = (tD - t1) / (D - 1), linear in the rank count."""
     eff = hw.parallelism(devices)
-    if devices <= 1 or eff <= 1.0:
-        return PhaseCost(serial_s=max(0.0, (t1 + t_many) / 2 if devices > 1 else t1))
-    work = (t1 - t_many) / (1.0 - 1.0 / eff)
-    if work <= 0:
-        return PhaseCost(serial_s=max(0.0, (t1 + t_many) / 2))
-    work = min(work, t1)
+    if devices <= 1:
+        return PhaseCost(serial_s=max(0.0, t1))
+    if t_many >= t1 or eff <= 1.0:
+        return PhaseCost(serial_s=max(0.0, t1), per_rank_s=max(0.0, t_many - t1) / (devices - 1))
+    work = min((t1 - t_many) / (1.0 - 1.0 / eff), t1)
     return PhaseCost(serial_s=max(0.0, t1 - work), work_s=work)
 
 
@@ -79,7 +80,6 @@ class Workload:
     sync_fixed_s: float = 0.0
     weight_bytes: float = 0.0
     stage_call_s: float = 0.0
-    decision_overhead_s: float = 0.0
     jitter_s: float = 0.0
     async_overhead_s: float = 0.0
     tail_s: float = 0.0

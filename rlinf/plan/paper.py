@@ -26,6 +26,7 @@ openvla_oft_7b_maniskill  PPO on OpenVLA-OFT (7.5 B: Llama-2-7B + vision towers,
   (simulation + render buffers, assumption).
 """
 
+from dataclasses import replace
 from typing import Dict, List
 
 from rlinf.plan.cost_model import PhaseCost, Workload
@@ -121,7 +122,11 @@ def paper_report(name: str, hw: Hardware, devices: List[int]) -> str:
     w = WORKLOADS[name](hw)
     if w.kind == "embodied":
         d = devices[0]
+        balanced = hw.env_steps_per_s * w.env.work_s / max(w.generate.work_s, 1e-12)
         lines.append(f"per decision on {d} GPUs: env {w.env.time(d, hw):.3f} s, policy {w.generate.time(d, hw):.3f} s "
-                     f"(hardware env_steps_per_s {hw.env_steps_per_s:g}; env = policy at "
-                     f"{hw.env_steps_per_s * w.env.work_s / max(w.generate.work_s, 1e-12):.0f} steps/s per GPU)")
+                     f"(hardware env_steps_per_s {hw.env_steps_per_s:g}; env = policy at {balanced:.0f} steps/s per GPU)")
+        for rate in (balanced, balanced / 2):
+            s = summary(name, replace(hw, env_steps_per_s=rate), d)
+            lines.append(f"sensitivity, env_steps_per_s {rate:.0f}: hybrid over colocated on {d} GPUs "
+                         f"{s['speedup']:.2f}x per step, {s['collect_speedup']:.2f}x in collection")
     return "\n".join(lines)

@@ -13,14 +13,17 @@ S the weight sync (rlinf.plan.cost_model.weight_sync_s):
 - sync (colocated, hybrid, disaggregated):  T = S + G + tail + U   (phases follow one another; S includes
   the colocated residency switch);
 - async s:   T = max(G, U + S, W / cores) + async_overhead + 0.4 x jitter / s
-  (steady state: producer and consumer overlap, the generation tail hidden by streaming, the slower one sets the pace; W / cores is the bound of
-  shared cores: the device-seconds of both sides, W = work(G) + work(U), cannot exceed what the cores give
+  (steady state: producer and consumer overlap, the generation tail hidden by streaming, the slower one
+  sets the pace; W / cores is the bound of shared cores: the core-seconds of both sides, W = busy(G) + busy(U) (busy = t(d) x eff(d), every rank
+  busy while its phase runs), cannot exceed what the cores give
   (only for virtual devices sharing a CPU); 0.4 sigma is E[max] - max(E) of two balanced normal stages,
   shrunk by the s batches a staleness bound lets the channel buffer).
 Collection G on the rollout's d_r devices (env on the same devices):
 - reasoning:        G = generate(d_r) + reward(d_r);
-- embodied, k = 1:  G = decisions x (env(d_r) + policy(d_r) + decision_overhead);
-- embodied, k > 1:  G = decisions x max(max(e, p) + min(e, p) / k + k x stage_call, (W_e + W_p) / cores)
+- embodied, sync, k = 1 (the direct collection, env ranks ask their rollout rank themselves):
+                    G = decisions x (env(d_r) + policy(d_r));
+- embodied, k > 1 or async (the controller drives every stage call):
+                    G = decisions x max(max(e, p) + min(e, p) / k + k x stage_call, (busy_e + busy_p) / cores)
   with e = env(d_r), p = policy(d_r): the pipeline bound (stage i+1 of the env overlaps stage i of the
   policy; the fill / drain of one stage of the shorter phase is not hidden), each of the k stage calls
   paying the controller's call cost; on shared cores no faster than the cores allow.
@@ -93,16 +96,16 @@ def candidates(kind: str, devices: int, max_stages: int = 4, staleness: Tuple[in
     return out
 
 
-def collect_time(w: Workload, hw: Hardware, rollout_devices: int, stages: int) -> Tuple[float, float]:
+def collect_time(w: Workload, hw: Hardware, rollout_devices: int, stages: int,
+                 direct: bool = True) -> Tuple[float, float]:
     """(G, work of G in device-seconds) of the module docstring."""
     d = rollout_devices
     if w.kind != "embodied":
-        return w.generate.time(d, hw) + w.reward.time(d, hw), w.generate.work() + w.reward.work()
-
+        return w.generate.time(d, hw) + w.reward.time(d, hw), w.generate.busy(d, hw) + w.reward.busy(d, hw)
     e, p = w.env.time(d, hw), w.generate.time(d, hw)  # embodied: generate = policy inference per decision
-    work = w.env.work() + w.generate.work()
-    if stages <= 1:
-        per = e + p + w.decision_overhead_s
+    work = w.env.busy(d, hw) + w.generate.busy(d, hw)
+    if stages <= 1 and direct:
+        per = e + p
     else:
         per = max(e, p) + min(e, p) / stages + stages * w.stage_call_s
         if hw.shared_cores is not None:
@@ -112,7 +115,7 @@ def collect_time(w: Workload, hw: Hardware, rollout_devices: int, stages: int) -
 
 def step_time(w: Workload, hw: Hardware, c: Candidate, devices: int) -> Tuple[float, Dict[str, float]]:
     """Predicted seconds per training step of candidate `c` and its parts (module docstring)."""
-    g, g_work = collect_time(w, hw, c.rollout_devices, c.pipeline_stages)
+    g, g_work = collect_time(w, hw, c.rollout_devices, c.pipeline_stages, direct=c.schedule == "sync")
     u = w.update.time(c.train_devices, hw)
     s = weight_sync_s(w, hw, separate=c.mode == "disaggregated", total_devices=devices)
     if c.mode in ("colocated", "hybrid"):
@@ -122,7 +125,7 @@ def step_time(w: Workload, hw: Hardware, c: Candidate, devices: int) -> Tuple[fl
         return s + g + w.tail_s + u, parts
     t = max(g, u + s)
     if hw.shared_cores is not None:
-        t = max(t, (g_work + w.update.work()) / hw.shared_cores)
+        t = max(t, (g_work + w.update.busy(c.train_devices, hw)) / hw.shared_cores)
     t += w.async_overhead_s + JITTER_FACTOR * w.jitter_s / max(1, c.max_staleness)
     return t, parts
 
@@ -156,6 +159,9 @@ def predict(w: Workload, hw: Hardware, c: Candidate, devices: int, extra: Tuple[
     feasible = peak <= hw.usable_bytes
     if not feasible:
         why = f"peak {peak / GIB:.1f} GiB > {hw.usable_bytes / GIB:.1f} GiB usable per device"
+    envs = w.memory.num_envs if w.memory is not None else 0
+    if w.kind == "embodied" and c.pipeline_stages > 1 and envs and envs // c.rollout_devices < c.pipeline_stages:
+        feasible, why = False, f"{envs // c.rollout_devices} envs per rank < {c.pipeline_stages} stages"
     return Prediction(c, t, w.samples_per_step / t if t > 0 else math.inf, peak / GIB, feasible, why, parts)
 
 

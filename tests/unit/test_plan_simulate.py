@@ -37,8 +37,9 @@ def test_phase_time_formula():
 def test_fit_two_points_recovers_serial_and_work():
     fitted = fit_two_points(t1=9.0, t_many=3.0, devices=4, hw=GPU)  # 1 + 8 / 1, 1 + 8 / 4
     assert fitted.serial_s == pytest.approx(1.0) and fitted.work_s == pytest.approx(8.0)
-    slower = fit_two_points(t1=1.0, t_many=1.4, devices=4, hw=GPU)  # got slower: all serial, the mean
-    assert slower.work_s == 0.0 and slower.serial_s == pytest.approx(1.2)
+    slower = fit_two_points(t1=1.0, t_many=1.6, devices=4, hw=GPU)  # got slower: linear in the ranks
+    assert slower.work_s == 0.0 and slower.serial_s == pytest.approx(1.0) and slower.per_rank_s == pytest.approx(0.2)
+    assert slower.time(2, GPU) == pytest.approx(1.2)
 
 
 def test_colocated_step_is_sum_of_phases_plus_sync():
