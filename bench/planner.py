@@ -41,7 +41,7 @@ WORKLOADS = {
     "grpo": ("configs/grpo_arith.yaml",
              ["actor.model.hidden_size=256", "actor.model.num_layers=4", "rollout.max_new_tokens=6",
               "data.eval_size=8"],
-             ["disagg_2+2", "async_s1_2+2", "disagg_1+3", "async_s1_1+3", "async_s1_3+1"]),
+             ["disagg_2+2", "async_s1_2+2", "disagg_1+3", "async_s1_1+3", "async_s2_2+2"]),
     "cartpole": ("configs/ppo_cartpole_mlp.yaml", [],
                  ["hybrid_k4", "disagg_2+2", "async_s1_2+2", "async_s1_1+3"]),
 }
@@ -109,12 +109,18 @@ def run_workload(name: str, steps: int, quick: bool, work: Path, refit: bool = F
     chosen = ranked[0].candidate.name
     if refit:
         measured.update({k: step_s(rows, w.samples_per_step) for k, rows in saved.items() if not k.startswith("profile_")})
-    todo = (subset if quick else [p.candidate.name for p in ranked])
+    todo = (subset if quick else [p.candidate.name for p in ranked if p.feasible])
     todo = [n for n in dict.fromkeys([chosen, *todo]) if n not in measured and not refit]
+    failed = {}
     for cand in todo:
         c = preds[cand].candidate
-        rows, _ = run_config(config, [*base, *candidate_overrides(c, DEVICES, kind, envs), f"runner.max_steps={steps}"],
-                             work / name / cand, timeout_s=600)
+        try:
+            rows, _ = run_config(config, [*base, *candidate_overrides(c, DEVICES, kind, envs),
+                                          f"runner.max_steps={steps}"], work / name / cand, timeout_s=600)
+        except RuntimeError as e:  # a plan rlinf refuses or that crashes: reported, not scored
+            failed[cand] = str(e)
+            logger.warning("%s %s: %s", name, cand, e)
+            continue
         measured[cand] = step_s(rows, w.samples_per_step)
         logger.info("%s %s: measured %.3f s, predicted %.3f s", name, cand, measured[cand], preds[cand].step_s)
     if chosen not in measured:  # refit chose a plan no kept run measured: regret against what was measured
@@ -126,7 +132,7 @@ def run_workload(name: str, steps: int, quick: bool, work: Path, refit: bool = F
             "predicted": {n: round(preds[n].step_s, 4) for n in names},
             "measured": {n: round(measured[n], 4) for n in names},
             "spearman": round(rho, 3), "regret": round(measured[chosen] / best - 1.0, 3),
-            "best_measured": min(measured, key=measured.get), "wall_s": round(time.time() - t0, 1),
+            "best_measured": min(measured, key=measured.get), "failed": failed, "wall_s": round(time.time() - t0, 1),
             "fitted": {"generate": vars(w.generate), "env": vars(w.env), "update": vars(w.update),
                        "sync_fixed_s": w.sync_fixed_s, "stage_call_s": w.stage_call_s, "jitter_s": w.jitter_s}}
 

@@ -70,7 +70,8 @@ def component_bytes(spec: MemorySpec, devices: Dict[str, List[int]]) -> Dict[str
         if name == "actor":
             out[name] = train_state_bytes(spec, spec.params, spec.trainable, d)
         elif name == "critic":
-            out[name] = train_state_bytes(spec, spec.critic_params, spec.critic_params, d) if spec.critic_params else 0.0
+            critic = spec.critic_params
+            out[name] = train_state_bytes(spec, critic, critic, d) if critic else 0.0
         elif name == "reference":
             out[name] = spec.params * spec.param_bytes / d if spec.reference else 0.0
         elif name == "rollout":

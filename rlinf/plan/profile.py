@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 QUIET = ["runner.progress_bar=false", "runner.plots=false", "runner.tensorboard=false", "runner.timeline=true",
          "runner.eval_interval=0", "runner.log_interval=1", "runner.save_interval=0", "runner.stop_metric=null",
-         "env.eval_episodes=1"]
+         "runner.stop_value=null", "env.eval_episodes=1"]
 WARMUP = 2
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 

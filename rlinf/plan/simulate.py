@@ -14,9 +14,9 @@ S the weight sync (rlinf.plan.cost_model.weight_sync_s):
   the colocated residency switch);
 - async s:   T = max(G, U + S, W / cores) + async_overhead + 0.4 x jitter / s
   (steady state: producer and consumer overlap, the generation tail hidden by streaming, the slower one
-  sets the pace; W / cores is the bound of shared cores: the core-seconds of both sides, W = busy(G) + busy(U) (busy = t(d) x eff(d), every rank
-  busy while its phase runs), cannot exceed what the cores give
-  (only for virtual devices sharing a CPU); 0.4 sigma is E[max] - max(E) of two balanced normal stages,
+  sets the pace; W / cores is the bound of shared cores (virtual devices on a CPU only): the core-seconds
+  of both sides, W = busy(G) + busy(U) with busy = t(d) x eff(d) (every rank busy while its phase runs),
+  cannot exceed what the cores give; 0.4 sigma is E[max] - max(E) of two balanced normal stages,
   shrunk by the s batches a staleness bound lets the channel buffer).
 Collection G on the rollout's d_r devices (env on the same devices):
 - reasoning:        G = generate(d_r) + reward(d_r);
@@ -159,9 +159,14 @@ def predict(w: Workload, hw: Hardware, c: Candidate, devices: int, extra: Tuple[
     feasible = peak <= hw.usable_bytes
     if not feasible:
         why = f"peak {peak / GIB:.1f} GiB > {hw.usable_bytes / GIB:.1f} GiB usable per device"
+    if w.kind == "reasoning" and w.samples_per_step % c.train_devices:
+        feasible, why = False, f"{w.samples_per_step} rows do not split over {c.train_devices} actor ranks"
     envs = w.memory.num_envs if w.memory is not None else 0
-    if w.kind == "embodied" and c.pipeline_stages > 1 and envs and envs // c.rollout_devices < c.pipeline_stages:
-        feasible, why = False, f"{envs // c.rollout_devices} envs per rank < {c.pipeline_stages} stages"
+    per_rank = envs // c.rollout_devices if envs else 0
+    if w.kind == "embodied" and envs and (per_rank * c.rollout_devices) % c.train_devices:
+        feasible, why = False, f"{per_rank * c.rollout_devices} envs do not split over {c.train_devices} actor ranks"
+    if w.kind == "embodied" and c.pipeline_stages > 1 and envs and per_rank < c.pipeline_stages:
+        feasible, why = False, f"{per_rank} envs per rank < {c.pipeline_stages} stages"
     return Prediction(c, t, w.samples_per_step / t if t > 0 else math.inf, peak / GIB, feasible, why, parts)
 
 

@@ -121,3 +121,15 @@ def test_ranking_orders_feasible_by_step_time_then_infeasible():
     w = reasoning(memory=MemorySpec(params=1e6, trainable=1e6))
     infeasible = predict(w, Hardware(name="tiny", device_memory_gib=1e-9), ranked[0].candidate, 4)
     assert rank([infeasible, ranked[1]])[-1] is infeasible
+
+
+def test_plans_rlinf_would_refuse_are_infeasible():
+    w = reasoning()  # 64 rows: 3 actor ranks cannot split them
+    by = {p.candidate.name: p for p in plan(w, GPU, 4)}
+    assert not by["disagg_3+1"].feasible and "3 actor ranks" in by["disagg_3+1"].why
+    assert by["disagg_2+2"].feasible
+    e = embodied(memory=MemorySpec(params=1e3, trainable=1e3, num_envs=8))
+    by = {p.candidate.name: p for p in plan(e, GPU, 4)}
+    assert not by["hybrid_k4"].feasible and "2 envs per rank < 4 stages" in by["hybrid_k4"].why
+    assert not by["disagg_3+1"].feasible  # 8 envs on one env rank, 3 actor ranks
+    assert by["hybrid_k2"].feasible and by["disagg_2+2"].feasible
