@@ -25,7 +25,7 @@ from rlinf.placement import Placement
 from rlinf.runners import checkpoints
 from rlinf.runners.progress import Progress
 from rlinf.runners.schedules import make_schedule
-from rlinf.scheduler import Cluster
+from rlinf.scheduler import Cluster, NodeLostError
 from rlinf.utils.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class Runner:
                                      resume_step=self.start_step if self.resume_from is not None else None,
                                      wandb_mode=self.cfg.runner.wandb, wandb_project=self.cfg.runner.wandb_project)
         logger.info("run directory: %s", self.run_dir.path)
+        self.run_dir.record_devices(self.cluster.describe(), self.start_step)
         if hasattr(self.workflow, "attach_run_dir"):  # workflows that write files of their own (transcripts)
             self.workflow.attach_run_dir(self.run_dir.path)
 
@@ -187,6 +188,16 @@ class Runner:
                 self.cluster.shutdown()
 
 
+def _raise_if_nodes_lost(cluster: Optional[Cluster], failure: BaseException) -> None:
+    """A failure of a run that spans nodes may be a node that left the Ray cluster: then the run
+    stops naming it (NodeLostError) instead of restarting groups onto devices that are gone."""
+    if cluster is None or cluster.single_node or not ray.is_initialized():
+        return
+    lost = cluster.lost_nodes()
+    if lost:
+        raise NodeLostError(lost, cluster.devices, failure) from failure
+
+
 def run(cfg: RLinfConfig, placement: Placement, make_workflow: WorkflowFactory, config_name: str = "run",
         resume: Optional[str] = None) -> Dict:
     """Run to `runner.max_steps`. Any worker-side failure (`RunFailure`: a dead or failing rank of any
@@ -205,6 +216,7 @@ def run(cfg: RLinfConfig, placement: Placement, make_workflow: WorkflowFactory, 
             logger.info("run directory: %s", runner.run_dir.path)
             return summary
         except RESTARTABLE as e:
+            _raise_if_nodes_lost(runner.cluster, e)
             if restarts >= cfg.runner.max_restarts:
                 raise
             restarts += 1

@@ -1,6 +1,6 @@
 """Runtime: Ray cluster, devices, workers and worker groups. Knows nothing about RL."""
 
-from rlinf.scheduler.cluster import Cluster, Device
+from rlinf.scheduler.cluster import Cluster, Device, NodeLostError
 from rlinf.scheduler.worker import Worker
 from rlinf.scheduler.worker_group import (
     GroupHandle,
@@ -11,5 +11,5 @@ from rlinf.scheduler.worker_group import (
     wait_first,
 )
 
-__all__ = ["Cluster", "Device", "GroupHandle", "Worker", "WorkerDiedError", "WorkerError", "WorkerGroup",
+__all__ = ["Cluster", "Device", "GroupHandle", "NodeLostError", "Worker", "WorkerDiedError", "WorkerError", "WorkerGroup",
            "WorkerTimeoutError", "wait_first"]

@@ -1,8 +1,11 @@
 """Cluster: start or join Ray, and map rlinf's device indices onto nodes.
 
-Device i is a (node, local index) pair. With GPUs these are real GPUs, enumerated node by node in
-Ray's node order; without GPUs, `num_devices` virtual CPU devices all live on the driver's node, so
-every placement mode (and the gloo process groups behind it) runs on one CPU machine.
+Device i is a (node, local index) pair, enumerated node by node: the head node first, then the others
+by address (`devices_from_nodes`). With GPUs these are real GPUs. Without GPUs they are virtual CPU devices:
+on a Ray cluster whose nodes declare the custom resource `rlinf_devices` (`ray start ...
+--resources='{"rlinf_devices": 2}'`), node by node as declared, so groups and their gloo process
+groups span nodes; otherwise `num_devices` virtual devices on the driver's node, so every placement
+mode runs on one CPU machine.
 Workers are pinned to their device's node with a hard node-affinity strategy and ask Ray for no
 CPU or GPU resources: rlinf does its own device accounting through the placement, and caps torch
 threads per worker instead (`cluster.threads_per_worker`).
@@ -18,6 +21,8 @@ A Cluster is the controller's side of one run (see docs/security.md):
 - Ray's own services listen on every interface whatever the node IP; its token authentication guards
   them, and the Cluster refuses to run without it unless `cluster.ray_token_auth` is false.
 - waits: workers read the run's bound on a single wait from RLINF_WAIT_TIMEOUT_S.
+- nodes: a node of a multi-node run that leaves the Ray cluster stops the run naming it
+  (`lost_nodes`, `NodeLostError`); it is not restarted around, since its devices are gone.
 """
 
 import logging
@@ -30,13 +35,18 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rlinf.config.schema import ClusterConfig
-from rlinf.errors import InputError
+from rlinf.errors import InputError, RunFailure
 from rlinf.utils.runfiles import ENV as RUN_PREFIX_ENV
 from rlinf.utils.runfiles import RunFiles, sweep_stale
 
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "rlinf"
+# Custom Ray resource by which a node of a CPU cluster declares how many virtual devices it holds.
+DEVICE_RESOURCE = "rlinf_devices"
+# How long a node may take to answer before it counts as lost (Ray itself marks a node dead after
+# missing ~5 health checks, 15-20 s on this machine).
+NODE_PROBE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,12 @@ class Cluster:
                              "or set cluster.ray_token_auth=false to run without it", key="cluster.ray_token_auth")
         kwargs = dict(namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=True)
         if cfg.address:
+            if cfg.ray_token_auth and "RAY_AUTH_MODE" not in os.environ:
+                # Ray turns token authentication on by itself only for a cluster it starts or finds on its
+                # own; joining a named address it stays off unless the environment says so.
+                raise InputError("joining a Ray cluster needs RAY_AUTH_MODE=token in the environment (and the "
+                                 "cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN), as its nodes were started "
+                                 "with; or set cluster.ray_token_auth=false", key="cluster.address")
             _check_reachable(cfg.address)
             try:
                 ray.init(address=cfg.address, **kwargs)
@@ -91,6 +107,7 @@ class Cluster:
             # OMP_NUM_THREADS) and its environment is the caller's. Each worker gets them in its own
             # environment before torch starts (`actor_options`); other Ray actors default to 1.
             ray.init(
+                address="local",  # a Ray of its own, never one found on this machine (`ray start`, RAY_ADDRESS)
                 num_cpus=cfg.ray_num_cpus,
                 include_dashboard=cfg.dashboard,
                 dashboard_host=cfg.host,
@@ -100,23 +117,45 @@ class Cluster:
 
     def _enumerate_devices(self) -> List[Device]:
         cfg = self.cfg
+        nodes = ray.nodes()
         want_cuda = cfg.device_type == "cuda" or (cfg.device_type == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-        if want_cuda:
-            devices: List[Device] = []
-            for node in sorted(ray.nodes(), key=lambda n: n["NodeManagerAddress"]):
-                if not node.get("Alive"):
-                    continue
-                for local in range(int(node["Resources"].get("GPU", 0))):
-                    devices.append(Device(len(devices), node["NodeID"], node["NodeManagerAddress"], local, "cuda"))
+        if want_cuda or any(n.get("Alive") and n["Resources"].get(DEVICE_RESOURCE, 0) > 0 for n in nodes):
+            devices = devices_from_nodes(nodes, "GPU" if want_cuda else DEVICE_RESOURCE, "cuda" if want_cuda else "cpu")
             if len(devices) < cfg.num_devices:
-                raise InputError(
-                    f"{cfg.num_devices} devices requested but the Ray cluster has {len(devices)} GPU(s)",
-                    key="cluster.num_devices",
-                )
+                what = "GPU(s)" if want_cuda else f"virtual device(s) (resource '{DEVICE_RESOURCE}' of its nodes)"
+                raise InputError(f"{cfg.num_devices} devices requested but the Ray cluster has {len(devices)} {what}",
+                                 key="cluster.num_devices")
             return devices[: cfg.num_devices]
         node_id = ray.get_runtime_context().get_node_id()
         node_ip = ray.util.get_node_ip_address()
         return [Device(i, node_id, node_ip, i, "cpu") for i in range(cfg.num_devices)]
+
+    def describe(self) -> List[dict]:
+        """The device table: index, kind, node id and address of every device of the run."""
+        return [{"device": d.index, "kind": d.kind, "node_id": d.node_id, "node_ip": d.node_ip,
+                 "local_index": d.local_index} for d in self.devices]
+
+    def lost_nodes(self, timeout_s: float = NODE_PROBE_TIMEOUT_S) -> List[Device]:
+        """One device of each node of this run that is gone: marked dead by Ray, or not answering a
+        probe within `timeout_s` (Ray marks a node dead only after missed health checks, so a node
+        whose processes just died still counts as alive for a while; the probe waits that out)."""
+        nodes = {d.node_id: d for d in self.devices}
+        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        lost = [d for node_id, d in nodes.items() if node_id not in alive]
+        probes = {_probe_node.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node_id=node_id, soft=False)).remote(): d for node_id, d in nodes.items() if node_id in alive}
+        if not probes:
+            return sorted(lost, key=lambda d: d.index)
+        ready, missing = ray.wait(list(probes), num_returns=len(probes), timeout=timeout_s)
+        for ref in ready:
+            try:
+                ray.get(ref, timeout=timeout_s)
+            except ray.exceptions.RayError:
+                lost.append(probes[ref])
+        for ref in missing:
+            ray.cancel(ref, force=True)
+            lost.append(probes[ref])
+        return sorted(lost, key=lambda d: d.index)
 
     def device(self, index: int) -> Device:
         return self.devices[index]
@@ -162,6 +201,37 @@ class Cluster:
             self._started_ray = False
         finally:
             self.files.close()
+
+
+def devices_from_nodes(nodes: List[dict], resource: str, kind: str) -> List[Device]:
+    """The devices of the alive nodes among Ray's node records (`ray.nodes()`), `Resources[resource]` of
+    each, numbered node by node: the head node first, then by address and port."""
+    alive = [n for n in nodes if n.get("Alive")]
+    ordered = sorted(alive, key=lambda n: ("node:__internal_head__" not in n["Resources"], n["NodeManagerAddress"],
+                                           n["NodeManagerPort"]))
+    devices: List[Device] = []
+    for node in ordered:
+        for local in range(int(node["Resources"].get(resource, 0))):
+            devices.append(Device(len(devices), node["NodeID"], node["NodeManagerAddress"], local, kind))
+    return devices
+
+
+@ray.remote(max_retries=0)
+def _probe_node() -> str:
+    """Answers from the node it was pinned to (see `Cluster.lost_nodes`)."""
+    return ray.get_runtime_context().get_node_id()
+
+
+class NodeLostError(RunFailure):
+    """Nodes holding devices of a multi-node run left the Ray cluster. The run stops (its devices are
+    gone, so restarting the groups would wait for them); `--resume` continues once the nodes are back."""
+
+    def __init__(self, lost: List[Device], devices: List[Device], cause: BaseException):
+        self.node_ids = [d.node_id for d in lost]
+        names = "; ".join(f"node {d.node_id} ({d.node_ip}) holding device(s) "
+                          f"{[x.index for x in devices if x.node_id == d.node_id]}" for d in lost)
+        super().__init__(f"lost {names}. The run stopped; once the node is back in the Ray cluster, continue with "
+                         f"--resume <run directory>. First failure: {type(cause).__name__}: {cause}")
 
 
 def check_token_auth(required: bool = True) -> bool:

@@ -9,7 +9,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
 
 from rlinf.utils.timeline import write_timeline
 
@@ -102,6 +102,16 @@ class RunDir:
                 self._tb.add_scalar(key, value, step)
         if self._wandb is not None:
             self._wandb.log(scalars, step=step)
+
+    def record_devices(self, devices: List[dict], start_step: int) -> None:
+        """Append the devices this (re)start of the run runs on - index, node id and address each - to
+        `devices.json`, a list with one entry per start: a resumed run adds its own, nothing is rewritten."""
+        path = self.path / "devices.json"
+        starts = json.loads(path.read_text()) if path.exists() else []
+        starts.append({"start_step": start_step, "devices": devices})
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(starts, indent=1))
+        tmp.replace(path)
 
     def write_summary(self, summary: dict) -> None:
         (self.path / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
