@@ -6,7 +6,8 @@ Workloads (cluster.num_devices=4, every run `python -m rlinf.run` in a subproces
   grpo      configs/grpo_arith.yaml with a larger model (hidden 256, 4 layers) and 6 new tokens per sample, so
             that its phases take >= 0.3 s on this machine;
   cartpole  configs/ppo_cartpole_mlp.yaml (embodied PPO, MLP actor-critic, 32 envs x 64 steps in every plan:
-            env.num_envs per rank = 32 / env ranks).
+            env.num_envs per rank = 32 / env ranks; splits whose ranks do not divide 32 envs or the 512-sample
+            minibatch are infeasible, which leaves 2+2 as the only split on 4 devices).
 
 Per workload: the planner's profile runs (rlinf.plan.profile: colocated on device 0, colocated on all 4 devices,
 and for the embodied one hybrid k = 2) fit the cost model; every candidate is predicted
@@ -43,7 +44,7 @@ WORKLOADS = {
               "data.eval_size=8"],
              ["disagg_2+2", "async_s1_2+2", "disagg_1+3", "async_s1_1+3", "async_s2_2+2"]),
     "cartpole": ("configs/ppo_cartpole_mlp.yaml", [],
-                 ["hybrid_k4", "disagg_2+2", "async_s1_2+2", "async_s1_1+3"]),
+                 ["hybrid_k4", "disagg_2+2", "async_s1_2+2", "async_s2_2+2"]),
 }
 PROFILED = {"all": "colocated", "k2": "hybrid_k2"}
 

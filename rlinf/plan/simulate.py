@@ -163,7 +163,9 @@ def predict(w: Workload, hw: Hardware, c: Candidate, devices: int, extra: Tuple[
         feasible, why = False, f"{w.samples_per_step} rows do not split over {c.train_devices} actor ranks"
     envs = w.memory.num_envs if w.memory is not None else 0
     per_rank = envs // c.rollout_devices if envs else 0
-    if w.kind == "embodied" and envs and (per_rank * c.rollout_devices) % c.train_devices:
+    if w.kind == "embodied" and envs and envs % c.rollout_devices:  # the global env batch must stay whole
+        feasible, why = False, f"{envs} envs do not split over {c.rollout_devices} env ranks"
+    elif w.kind == "embodied" and envs and (per_rank * c.rollout_devices) % c.train_devices:
         feasible, why = False, f"{per_rank * c.rollout_devices} envs do not split over {c.train_devices} actor ranks"
     if w.kind == "embodied" and c.pipeline_stages > 1 and envs and per_rank < c.pipeline_stages:
         feasible, why = False, f"{per_rank} envs per rank < {c.pipeline_stages} stages"

@@ -132,4 +132,5 @@ def test_plans_rlinf_would_refuse_are_infeasible():
     by = {p.candidate.name: p for p in plan(e, GPU, 4)}
     assert not by["hybrid_k4"].feasible and "2 envs per rank < 4 stages" in by["hybrid_k4"].why
     assert not by["disagg_3+1"].feasible  # 8 envs on one env rank, 3 actor ranks
+    assert "8 envs do not split over 3 env ranks" in by["disagg_1+3"].why
     assert by["hybrid_k2"].feasible and by["disagg_2+2"].feasible
