@@ -89,13 +89,13 @@ class Cluster:
                              "or set cluster.ray_token_auth=false to run without it", key="cluster.ray_token_auth")
         kwargs = dict(namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=True)
         if cfg.address:
+            _check_reachable(cfg.address)
             if cfg.ray_token_auth and "RAY_AUTH_MODE" not in os.environ:
                 # Ray turns token authentication on by itself only for a cluster it starts or finds on its
                 # own; joining a named address it stays off unless the environment says so.
                 raise InputError("joining a Ray cluster needs RAY_AUTH_MODE=token in the environment (and the "
                                  "cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN), as its nodes were started "
                                  "with; or set cluster.ray_token_auth=false", key="cluster.address")
-            _check_reachable(cfg.address)
             try:
                 ray.init(address=cfg.address, **kwargs)
             except (ConnectionError, ValueError, RuntimeError) as e:
