@@ -137,20 +137,39 @@ class _Window:
             self.pop()
 
 
+class _StagedRecv:
+    """A receive into host memory whose `wait` copies the bytes on to the tensor's own device."""
+
+    def __init__(self, work, host: torch.Tensor, dest: torch.Tensor):
+        self.work, self.host, self.dest = work, host, dest
+
+    def wait(self, timeout: timedelta) -> bool:
+        done = self.work.wait(timeout)
+        self.dest.copy_(self.host)
+        return done
+
+
 class _Link:
-    """The source or target rank's view of the link process group."""
+    """The source or target rank's view of the link process group. `device` is the rank's own device;
+    tensors that are not on the link's wire device (`Worker.link_wire`: the CPU for a gloo link between
+    groups that share a GPU) are staged through it."""
 
     def __init__(self, worker: Worker, peer_group: str, timeout_s: float):
         self.pg, self.my_offset, self.peer_offset = worker._link_for(peer_group)
         self.device = worker.device
+        self.wire = worker.link_wire(peer_group)
         self.timeout = timedelta(seconds=timeout_s)
         self.peer_group = peer_group
 
     def isend(self, t: torch.Tensor, peer: int, tag: int):
-        return self.pg.send([t], self.peer_offset + peer, tag)
+        # a staged copy lives as long as the send: gloo's send work holds its tensor until it completes
+        return self.pg.send([t if t.device == self.wire else t.to(self.wire)], self.peer_offset + peer, tag)
 
     def irecv(self, t: torch.Tensor, peer: int, tag: int):
-        return self.pg.recv([t], self.peer_offset + peer, tag)
+        if t.device == self.wire:
+            return self.pg.recv([t], self.peer_offset + peer, tag)
+        host = torch.empty_like(t, device=self.wire)
+        return _StagedRecv(self.pg.recv([host], self.peer_offset + peer, tag), host, t)
 
     def wait(self, work, what: str, timeout: Optional[timedelta] = None, key: str = "reshard.timeout_s") -> None:
         timeout = timeout or self.timeout

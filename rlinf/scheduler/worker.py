@@ -99,6 +99,7 @@ class Worker:
             self.device = torch.device("cpu")
         self._events: List[dict] = []
         self._links: Dict[str, Tuple[Any, int, int]] = {}
+        self._link_wires: Dict[str, torch.device] = {}  # where a link's tensors travel from (see link_wire)
         self._link_timeouts: Dict[str, timedelta] = {}
         self._bound: Dict[int, Any] = {}  # port -> store server bound for a group or link, not yet used
         self._stores: List[Any] = []  # kept alive with their process groups
@@ -187,10 +188,20 @@ class Worker:
         else:
             pg = dist.ProcessGroupGloo(store, rank, size, gloo_options(addr, timeout))
         self._links[link] = (pg, my_offset, peer_offset)
+        self._link_wires[link] = self.device if backend == "nccl" else torch.device("cpu")
         self._link_timeouts[link] = timeout
 
     def _link_for(self, peer_group: str) -> Tuple[Any, int, int]:
         for key, value in self._links.items():
+            if peer_group in key.split("<->"):
+                return value
+        raise RuntimeError(f"{self.name} has no link to group '{peer_group}' (call WorkerGroup.link first)")
+
+    def link_wire(self, peer_group: str) -> torch.device:
+        """The device a tensor must be on to travel over the link with `peer_group`: this rank's GPU on an
+        NCCL link, the CPU on a gloo link (also on GPU ranks whose link is gloo because the two groups
+        share a GPU, see `WorkerGroup.link`); `send_tensor` / `recv_tensor` stage through it."""
+        for key, value in self._link_wires.items():
             if peer_group in key.split("<->"):
                 return value
         raise RuntimeError(f"{self.name} has no link to group '{peer_group}' (call WorkerGroup.link first)")
@@ -228,8 +239,9 @@ class Worker:
         header[2:2 + tensor.dim()] = torch.tensor(tensor.shape, dtype=torch.int64)
         dst = peer_offset + peer_rank
         what = f"send to {peer_group}[{peer_rank}]"
-        self._wait_work(pg.send([header.to(self.device)], dst, tag), timeout, what)
-        self._wait_work(pg.send([tensor.contiguous().to(self.device)], dst, tag), timeout, what)
+        wire = self.link_wire(peer_group)
+        self._wait_work(pg.send([header.to(wire)], dst, tag), timeout, what)
+        self._wait_work(pg.send([tensor.contiguous().to(wire)], dst, tag), timeout, what)
 
     def recv_tensor(self, peer_group: str, peer_rank: int, tag: int = 0, timeout_s: Optional[float] = None) -> torch.Tensor:
         """Receive a tensor sent by `send_tensor` from rank `peer_rank` of `peer_group` (each message
@@ -238,13 +250,14 @@ class Worker:
         timeout = self._link_timeout(peer_group, timeout_s)
         what = f"receive from {peer_group}[{peer_rank}]"
         src = peer_offset + peer_rank
-        header = torch.zeros(_HEADER_LEN, dtype=torch.int64, device=self.device)
+        wire = self.link_wire(peer_group)
+        header = torch.zeros(_HEADER_LEN, dtype=torch.int64, device=wire)
         self._wait_work(pg.recv([header], src, tag), timeout, what)
         header = header.cpu()
         ndim = int(header[1])
-        out = torch.empty(tuple(header[2:2 + ndim].tolist()), dtype=_DTYPES[int(header[0])], device=self.device)
+        out = torch.empty(tuple(header[2:2 + ndim].tolist()), dtype=_DTYPES[int(header[0])], device=wire)
         self._wait_work(pg.recv([out], src, tag), timeout, what)
-        return out
+        return out.to(self.device)
 
     def link_broadcast(self, tensor: torch.Tensor, peer_group: str, src_rank_in_link: int,
                        timeout_s: Optional[float] = None) -> torch.Tensor:
@@ -252,11 +265,15 @@ class Worker:
         pg, _, _ = self._link_for(peer_group)
         opts = dist.BroadcastOptions()
         opts.rootRank = src_rank_in_link
-        self._wait_work(pg.broadcast([tensor], opts), self._link_timeout(peer_group, timeout_s),
+        on_wire = tensor.to(self.link_wire(peer_group))
+        self._wait_work(pg.broadcast([on_wire], opts), self._link_timeout(peer_group, timeout_s),
                         f"broadcast over the link with {peer_group}")
+        if on_wire.data_ptr() != tensor.data_ptr():
+            tensor.copy_(on_wire)
         return tensor
 
     def _rlinf_shutdown(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
         self._links.clear()
+        self._link_wires.clear()

@@ -260,18 +260,24 @@ class WorkerGroup:
     def link(self, other: "WorkerGroup") -> str:
         """Join both groups' ranks into one process group for `send_tensor`/`recv_tensor`/broadcasts.
 
-        Link ranks: this group's ranks first (0..n-1), then the other's (n..n+m-1).
+        Link ranks: this group's ranks first (0..n-1), then the other's (n..n+m-1). The link is NCCL on
+        GPUs unless the groups share a GPU (colocated): one NCCL communicator cannot hold two ranks of one
+        GPU, so that link is gloo and its tensors travel through host memory (`Worker.link_wire`); the
+        colocated bulk path (CUDA IPC) does not use the link.
         """
         link = f"{self.name}<->{other.name}"
+        backend = self.cluster.backend
+        if backend == "nccl" and set(self.devices) & set(other.devices):
+            backend = "gloo"
         addr, port = ray.get(self.actors[0]._rlinf_free_port.remote(), timeout=self.timeout)
         size = self.size + other.size
         refs = []
         for rank, actor in enumerate(self.actors):
             refs.append(actor._rlinf_join_link.remote(link, addr, port, rank, size, self.size, 0,
-                                                      self.cluster.backend, self.timeout))
+                                                      backend, self.timeout))
         for rank, actor in enumerate(other.actors):
             refs.append(actor._rlinf_join_link.remote(link, addr, port, self.size + rank, size, 0, self.size,
-                                                      self.cluster.backend, self.timeout))
+                                                      backend, self.timeout))
         names = [(self.name, r) for r in range(self.size)] + [(other.name, r) for r in range(other.size)]
         for (gname, rank), ref in zip(names, refs):
             try:
