@@ -28,7 +28,9 @@ Direct collection (sync schedule, k = 1, as many env ranks as rollout ranks): th
 call per env step; it issues one `EnvWorker.collect` per env rank, and env rank r asks rollout rank r
 for each step's actions itself (a direct Ray call), then returns its [n, T] piece. The rows, RNG draws
 and episode order are those of the controller-driven loop, so the batch is bit-identical to it; every
-other layout (k > 1, async, env ranks != rollout ranks) keeps the controller-driven loop.
+other layout (k > 1, async, env ranks != rollout ranks) keeps the controller-driven loop. Greedy evaluation
+takes the same path under the same conditions: one `EnvWorker.run_eval` per env rank instead of a greedy
+`act` and an `eval_step` per env step; the episodes and metrics are those of the controller loop.
 """
 
 import json
@@ -36,7 +38,7 @@ import logging
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -419,23 +421,42 @@ class EmbodiedWorkflow(WeightSyncMixin):
         E, total = self.env.size, self.cfg.env.eval_episodes
         counts = [total // E + (r < total % E) for r in range(E)]
         ranks = [r for r in range(E) if counts[r] > 0]
+        seed = self.cfg.runner.seed + EVAL_SEED_OFFSET
         with self.phase("evaluate"):
-            parts = self.env.scatter("eval_reset", [counts[r] for r in ranks], ranks=ranks,
-                                     seed=self.cfg.runner.seed + EVAL_SEED_OFFSET).wait()
-            for _ in range(EVAL_MAX_STEPS):
-                sizes = np.cumsum([obs_ops.size(p) for p in parts])[:-1]
-                actions = self._act_results(self._submit_act(obs_ops.concat(parts), greedy=True))["actions"]
-                outs = self.env.scatter("eval_step", np.split(actions, sizes), ranks=ranks).wait()
-                if all(o["finished"] for o in outs):
-                    break
-                parts = [o["obs"] for o in outs]
-            else:
-                raise RuntimeError(f"evaluation did not finish {total} episodes within {EVAL_MAX_STEPS} steps")
-            results = self.env.call("eval_results", ranks=ranks).wait()
+            run = self._evaluate_direct if self.direct else self._evaluate_loop
+            results, finished = run([counts[r] for r in ranks], ranks, seed)
+        if not finished:
+            raise RuntimeError(f"evaluation did not finish {total} episodes within {EVAL_MAX_STEPS} steps")
         episodes = {key: [x for res in results for x in res[key]] for key in ("returns", "lengths", "successes")}
         out = _episode_metrics(episodes, "")
         out["num_episodes"] = float(len(episodes["returns"]))
         return out
+
+    def _evaluate_loop(self, counts: List[int], ranks: List[int], seed: int) -> Tuple[List[Dict], bool]:
+        """The controller-driven evaluation: per env step one greedy `act` over all rows and one `eval_step`
+        per env rank, at most EVAL_MAX_STEPS steps. Returns each rank's `eval_results` and whether all
+        finished."""
+        parts = self.env.scatter("eval_reset", counts, ranks=ranks, seed=seed).wait()
+        finished = False
+        for _ in range(EVAL_MAX_STEPS):
+            sizes = np.cumsum([obs_ops.size(p) for p in parts])[:-1]
+            actions = self._act_results(self._submit_act(obs_ops.concat(parts), greedy=True))["actions"]
+            outs = self.env.scatter("eval_step", np.split(actions, sizes), ranks=ranks).wait()
+            finished = all(o["finished"] for o in outs)
+            if finished:
+                break
+            parts = [o["obs"] for o in outs]
+        return self.env.call("eval_results", ranks=ranks).wait(), finished
+
+    def _evaluate_direct(self, counts: List[int], ranks: List[int], seed: int) -> Tuple[List[Dict], bool]:
+        """`_evaluate_loop` without a controller round trip per env step (the layouts of direct collection):
+        one `EnvWorker.run_eval` per env rank, which asks its rollout rank for the greedy actions itself.
+        Env rank r's rows go to rollout rank r on both paths (the eval envs per rank, min(num_envs, count),
+        are np.array_split's contiguous split), so the episodes and their order are the same."""
+        handle = self.env.scatter("run_eval", counts, ranks=ranks, seed=seed, max_decisions=EVAL_MAX_STEPS)
+        # the loop's bound, one group wait per step over at most EVAL_MAX_STEPS steps (each act inside is bounded)
+        results = handle.wait(timeout=self.env.timeout * (EVAL_MAX_STEPS + 1))
+        return results, all(res["finished"] for res in results)
 
 
 def _obs_to_torch(obs: obs_ops.Obs):

@@ -48,7 +48,7 @@ def test_tiny_disaggregated_run_writes_complete_run_directory(cluster, tmp_path)
     assert yaml.safe_load((out / "config.yaml").read_text())["env"]["id"] == "CartPole-v1"
     trace = json.loads((out / "timeline.json").read_text())["traceEvents"]
     assert {"controller", "actor", "rollout", "env"} <= {e["args"]["name"] for e in trace if e["ph"] == "M"}
-    assert {"update", "act", "step", "send_weights", "recv_weights", "eval_step", "collect"} <= {
+    assert {"update", "act", "step", "send_weights", "recv_weights", "run_eval", "collect"} <= {
         e["name"] for e in trace if e["ph"] == "X"}
 
 

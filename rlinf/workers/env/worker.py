@@ -19,7 +19,8 @@ that are multiples of C (and ignore_terminations), or with GRPO's one-episode-pe
 Direct collection (sync schedule, one pipeline stage, as many env ranks as rollout ranks): the
 controller calls `connect(rollout_actors)` once, then `collect(...)` once per training step; the
 env rank itself asks its rollout rank for actions (a direct Ray call, no controller round trip),
-steps its envs and returns the whole [n, T] trajectory piece.
+steps its envs and returns the whole [n, T] trajectory piece. Greedy evaluation likewise: `run_eval` runs
+this rank's evaluation episodes to the end, asking the same rollout rank for greedy actions.
 """
 
 import logging
@@ -126,9 +127,10 @@ class EnvWorker(Worker):
 
     # ---- direct collection (the controller issues one command, this rank drives its rollout rank) ----
     def connect(self, rollout_actors: Sequence[Any]) -> int:
-        """Pair this rank with rollout rank `rank mod R` for `collect`; returns that rank. The pairing must be
-        one to one (R == env ranks, one pipeline stage): the rollout rank then samples exactly the rows the
-        controller-driven path would give it, in the same order, so both paths draw the same actions."""
+        """Pair this rank with rollout rank `rank mod R` for `collect` and `run_eval`; returns that rank. The
+        pairing must be one to one (R == env ranks, one pipeline stage): the rollout rank then samples exactly
+        the rows the controller-driven path would give it, in the same order, so both paths draw the same
+        actions."""
         if len(rollout_actors) != self.world_size:
             raise InputError(f"direct env <-> rollout collection pairs each of the {self.world_size} env rank(s) "
                              f"with one rollout rank, got {len(rollout_actors)} rollout rank(s)",
@@ -244,6 +246,23 @@ class EnvWorker(Worker):
     def eval_results(self) -> Dict[str, list]:
         """returns, lengths and successes (empty if the task reports none) of the counted episodes."""
         return self._eval_stats
+
+    def run_eval(self, episodes: int, seed: int, max_decisions: int) -> Dict[str, Any]:
+        """This rank's whole greedy evaluation without the controller (after `connect`): `eval_reset(episodes,
+        seed)`, then `eval_step` with the greedy actions of the paired rollout rank (direct Ray call, bounded
+        wait) until every quota is met, at most `max_decisions` decisions. The rollout rank gets the rows the
+        controller-driven loop would give it, so the episodes are the same. Returns `eval_results()` plus
+        finished (False: stopped at `max_decisions` with episodes left; the caller reports it)."""
+        if self.rollout is None:
+            raise RuntimeError(f"{self.name}: run_eval before connect()")
+        obs, finished = self.eval_reset(episodes, seed), False
+        for _ in range(max_decisions):
+            act = self.call_peer(self.rollout, "act", {"obs": obs, "final_obs": None, "cut": None}, greedy=True)
+            out = self.eval_step(act["actions"])
+            obs, finished = out["obs"], out["finished"]
+            if finished:
+                break
+        return {**self.eval_results(), "finished": finished}
 
     def _rlinf_shutdown(self) -> None:
         for env in self.envs + ([self.eval_env] if self.eval_env is not None else []):
