@@ -129,7 +129,9 @@ def run_workload(name: str, steps: int, quick: bool, work: Path, refit: bool = F
     names = sorted(measured, key=lambda n: preds[n].step_s)
     rho = spearman([preds[n].step_s for n in names], [measured[n] for n in names])
     best = min(measured.values())
-    return {"workload": name, "config": config, "overrides": base, "names": names, "chosen": chosen,
+    noise = w.step_std_s
+    ties = [n for n in names if preds[n].step_s - preds[chosen].step_s <= 2 * noise]
+    return {"noise_s": round(noise, 4), "within_noise_of_chosen": ties,"workload": name, "config": config, "overrides": base, "names": names, "chosen": chosen,
             "predicted": {n: round(preds[n].step_s, 4) for n in names},
             "measured": {n: round(measured[n], 4) for n in names},
             "spearman": round(rho, 3), "regret": round(measured[chosen] / best - 1.0, 3),
@@ -146,6 +148,8 @@ def report(r: Dict) -> None:
         print(f"{n:<16} {r['predicted'][n]:>11.3f} {r['measured'][n]:>11.3f}{mark}")
     print(f"spearman {r['spearman']:.3f}, regret {r['regret']:.1%} (best measured: {r['best_measured']}), "
           f"wall {r['wall_s']:.0f} s")
+    print(f"predicted within 2 x {r['noise_s']:.3f} s (profile step std) of the chosen plan: "
+          f"{', '.join(r['within_noise_of_chosen'])}")
 
 
 def main() -> None:
@@ -176,6 +180,7 @@ def main() -> None:
            **{f"regret_{r['workload']}": r["regret"] for r in results},
            "plans_measured": {r["workload"]: len(r["names"]) for r in results},
            "chosen": {r["workload"]: r["chosen"] for r in results},
+           "within_noise_of_chosen": {r["workload"]: len(r["within_noise_of_chosen"]) for r in results},
            "steps": steps, "quick": args.quick, "refit": bool(args.refit), "wall_s": round(time.time() - t0, 1),
            "detail": {r["workload"]: {"predicted": r["predicted"], "measured": r["measured"], "fitted": r["fitted"]}
                       for r in results}}

@@ -26,15 +26,21 @@ from rlinf.plan.simulate import Prediction
 logger = logging.getLogger("rlinf.plan")
 
 
-def table(ranked: List[Prediction], limit: Optional[int] = None) -> str:
-    """The ranked table: predicted step time, samples/s, peak memory per device, feasible or why not."""
-    lines = [f"{'#':>3} {'plan':<22} {'mode':<13} {'sched':<5} {'k':>2} {'s':>2} {'step s':>9} "
+def table(ranked: List[Prediction], limit: Optional[int] = None, noise_s: float = 0.0) -> str:
+    """The ranked table: predicted step time, samples/s, peak memory per device, feasible or why not. A `~`
+    marks feasible plans predicted within 2 x noise_s (the profile's step-to-step standard deviation) of the
+    first: the profile cannot tell them apart from it."""
+    lines = [f"{'#':>3} {'plan':<22} {'mode':<13} {'sched':<5} {'k':>2} {'s':>2} {'step s':>10} "
              f"{'samples/s':>10} {'peak GiB':>9}  feasible"]
+    best = ranked[0].step_s if ranked and ranked[0].feasible else None
     for i, p in enumerate(ranked[:limit] if limit else ranked, 1):
         c = p.candidate
+        tie = "~" if best is not None and p.feasible and i > 1 and p.step_s - best <= 2 * noise_s else " "
         lines.append(f"{i:>3} {c.name:<22} {c.mode:<13} {c.schedule:<5} {c.pipeline_stages:>2} {c.max_staleness:>2} "
-                     f"{p.step_s:>9.4f} {p.samples_per_s:>10.1f} {p.peak_gib:>9.2f}  "
+                     f"{tie}{p.step_s:>9.4f} {p.samples_per_s:>10.1f} {p.peak_gib:>9.2f}  "
                      f"{'yes' if p.feasible else 'no: ' + p.why}")
+    if noise_s > 0:
+        lines.append(f"~: within 2 x {noise_s:.3f} s (the profile's step-to-step standard deviation) of #1")
     return "\n".join(lines)
 
 
@@ -76,7 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         devices = args.devices[0] if args.devices else None
         w, hw, d, ranked, cfg = plan_config(args.config, args.overrides, devices, args.hardware, steps=args.steps)
         print(describe(w, hw, d))
-        print(table(ranked))
+        print(table(ranked, noise_s=w.step_std_s))
         if not ranked or not ranked[0].feasible:
             raise nearest_miss(ranked, hw, d)
         best = ranked[0]

@@ -23,6 +23,8 @@ A `Workload` carries the phase costs of one config (per training step unless sta
   rollout is on other devices;
 - stage_call_s: controller cost of one stage call in the pipelined (k > 1) collection;
 - jitter_s: the standard deviation of a step's collection time (async schedules absorb it);
+- step_std_s: the standard deviation of the profiled step time (how far apart two plans must be predicted
+  for the profile to tell them apart);
 - tail_s: the long tail of generation (the longest responses decoding at a small batch) that a sync step
   waits for and a streaming (async) rollout hides behind the next batch's requests;
 - switch: colocated / hybrid only, the residency transitions of a step (offload / onload of the training
@@ -81,6 +83,7 @@ class Workload:
     weight_bytes: float = 0.0
     stage_call_s: float = 0.0
     jitter_s: float = 0.0
+    step_std_s: float = 0.0
     async_overhead_s: float = 0.0
     tail_s: float = 0.0
     switch: PhaseCost = field(default_factory=PhaseCost)

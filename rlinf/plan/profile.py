@@ -126,7 +126,8 @@ def step_stats(rows: List[dict], warmup: int = WARMUP) -> Dict[str, float]:
     train = train_rows(rows, warmup)
     med = {k: statistics.median(r.get(f"time/{k}_s", 0.0) for r in train)
            for k in ("step", "rollout", "reward", "update")}
-    med["rollout_std"] = statistics.pstdev([r.get("time/rollout_s", 0.0) for r in train]) if len(train) > 1 else 0.0
+    for k in ("rollout", "step"):
+        med[f"{k}_std"] = statistics.pstdev([r.get(f"time/{k}_s", 0.0) for r in train]) if len(train) > 1 else 0.0
     return med
 
 
@@ -177,14 +178,15 @@ def fit_workload(cfg_path: str, cfg: RLinfConfig, runs: Dict[str, Tuple[List[dic
         return Workload(name=Path(cfg_path).stem, kind=kind, samples_per_step=samples, update=update,
                         generate=fit_two_points(one["rollout"], many["rollout"], devices, hw),
                         reward=fit_two_points(one["reward"], many["reward"], devices, hw),
-                        sync_fixed_s=sync, weight_bytes=weight_bytes, jitter_s=many["rollout_std"], memory=spec)
+                        sync_fixed_s=sync, weight_bytes=weight_bytes, jitter_s=many["rollout_std"], memory=spec,
+                        step_std_s=many["step_std"])
     T = cfg.env.rollout_steps // cfg.actor.model.action_chunk
     p1, pd = act_time(runs["one"][1]), act_time(runs["all"][1])
     e1, ed = max(0.0, one["rollout"] / T - p1), max(0.0, many["rollout"] / T - pd)
     w = Workload(name=Path(cfg_path).stem, kind=kind, samples_per_step=envs * cfg.env.rollout_steps,
                  update=update, generate=fit_two_points(p1, pd, devices, hw), env=fit_two_points(e1, ed, devices, hw),
                  decisions=T, sync_fixed_s=sync, weight_bytes=weight_bytes, jitter_s=many["rollout_std"],
-                 memory=spec)
+                 memory=spec, step_std_s=many["step_std"])
     k2 = step_stats(runs["k2"][0])["rollout"] / T
     e, p = w.env.time(devices, hw), w.generate.time(devices, hw)
     stage_call = max(0.0, (k2 - max(e, p) - min(e, p) / 2) / 2)

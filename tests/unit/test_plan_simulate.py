@@ -134,3 +134,14 @@ def test_plans_rlinf_would_refuse_are_infeasible():
     assert not by["disagg_3+1"].feasible  # 8 envs on one env rank, 3 actor ranks
     assert "8 envs do not split over 3 env ranks" in by["disagg_1+3"].why
     assert by["hybrid_k2"].feasible and by["disagg_2+2"].feasible
+
+
+def test_table_marks_plans_the_profile_cannot_tell_apart():
+    from rlinf.plan.__main__ import table
+
+    ranked = plan(reasoning(), GPU, 4)
+    text = table(ranked, noise_s=0.0)
+    assert "~" not in text and text.splitlines()[1].split()[1] == "colocated"
+    gap = ranked[1].step_s - ranked[0].step_s
+    marked = table(ranked, noise_s=gap / 2 + 1e-9).splitlines()
+    assert "~" in marked[2] and "~" not in marked[1] and marked[-1].startswith("~: within 2 x")
