@@ -1,6 +1,6 @@
 """The planner checked against measurement: predicted vs measured step time of candidate plans on 4 virtual devices.
 
-    python -m bench.planner [--quick] [--workload grpo|cartpole|both] [--steps N] [--keep DIR | --refit DIR]
+    python -m bench.planner [--quick] [--workload grpo|cartpole|both] [--steps N] [--keep DIR | --refit DIR] [key=value ...]
 
 Workloads (cluster.num_devices=4, every run `python -m rlinf.run` in a subprocess, rlinf.plan.profile.run_config):
   grpo      configs/grpo_arith.yaml with a larger model (hidden 256, 4 layers) and 6 new tokens per sample, so
@@ -9,8 +9,8 @@ Workloads (cluster.num_devices=4, every run `python -m rlinf.run` in a subproces
             env.num_envs per rank = 32 / env ranks; splits whose ranks do not divide 32 envs or the 512-sample
             minibatch are infeasible, which leaves 2+2 as the only split on 4 devices).
 
-Per workload: the planner's profile runs (rlinf.plan.profile: colocated on device 0, colocated on all 4 devices,
-and for the embodied one hybrid k = 2) fit the cost model; every candidate is predicted
+Per workload: the planner's profile runs (rlinf.plan.profile: colocated on device 0, on devices 0-1 (this
+machine's 2 cores), on all 4 devices, and for the embodied one hybrid k = 2) fit the cost model; every candidate is predicted
 (rlinf.plan.simulate); then the candidates of the measured set are run for N steps each (the profile's
 all-device runs are the colocated / hybrid_k2 measurements; the planner's own choice is always measured).
 Measured step time = median of `time/step_s` in metrics.jsonl after 2 warm-up steps.
@@ -31,8 +31,8 @@ from typing import Dict, List, Sequence
 
 from rlinf.config import load_config
 from rlinf.plan.hardware import local_hardware
-from rlinf.plan.profile import (WARMUP, candidate_overrides, fit_workload, profile_runs, run_config, total_envs,
-                                train_rows, workload_kind)
+from rlinf.plan.profile import (WARMUP, candidate_overrides, fit_workload, mid_devices, profile_runs, run_config,
+                                total_envs, train_rows, workload_kind)
 from rlinf.plan.simulate import plan
 from rlinf.utils.timeline import read_timeline
 
@@ -89,9 +89,11 @@ def _saved(work: Path, name: str) -> Dict[str, List[dict]]:
     return out
 
 
-def run_workload(name: str, steps: int, quick: bool, work: Path, refit: bool = False) -> Dict:
-    """Profile, predict, measure (or with `refit`, read the runs a previous --keep left in `work`)."""
+def run_workload(name: str, steps: int, quick: bool, work: Path, refit: bool = False, extra=()) -> Dict:
+    """Profile, predict, measure (or with `refit`, read the runs a previous --keep left in `work`); `extra`
+    overrides go to every run of the workload."""
     config, base, subset = WORKLOADS[name]
+    base = [*base, *extra]
     cfg = load_config(config, base)
     kind = workload_kind(cfg)
     envs = total_envs(cfg) if kind == "embodied" else 0
@@ -102,8 +104,8 @@ def run_workload(name: str, steps: int, quick: bool, work: Path, refit: bool = F
         runs = {k[len("profile_"):]: (rows, read_timeline(work / name / k / "timeline.json"))
                 for k, rows in saved.items() if k.startswith("profile_")}
     else:
-        runs = profile_runs(config, base, kind, DEVICES, envs, steps, work / name, timeout_s=600)
-    w = fit_workload(config, cfg, runs, DEVICES, hw)
+        runs = profile_runs(config, base, kind, DEVICES, envs, steps, work / name, 600, mid_devices(hw, DEVICES))
+    w = fit_workload(config, cfg, runs, DEVICES, hw, mid_devices(hw, DEVICES))
     ranked = plan(w, hw, DEVICES)
     preds = {p.candidate.name: p for p in ranked}
     measured = {PROFILED[k]: step_s(rows, w.samples_per_step) for k, (rows, _) in runs.items() if k in PROFILED}
@@ -159,6 +161,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="steps per run (default 10, quick 6)")
     p.add_argument("--keep", default=None, help="keep every run's directory under this folder")
     p.add_argument("--refit", default=None, help="run nothing: refit and score the runs a --keep left in this folder")
+    p.add_argument("overrides", nargs="*", help="key=value overrides for every run (one workload at a time)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     steps = args.steps or (6 if args.quick else 10)
@@ -167,11 +170,11 @@ def main() -> None:
     if args.refit or args.keep:
         work = Path(args.refit or args.keep)
         work.mkdir(parents=True, exist_ok=True)
-        results = [run_workload(n, steps, args.quick, work, refit=bool(args.refit)) for n in names
+        results = [run_workload(n, steps, args.quick, work, bool(args.refit), args.overrides) for n in names
                    if not args.refit or (work / n).is_dir()]
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            results = [run_workload(n, steps, args.quick, Path(tmp)) for n in names]
+            results = [run_workload(n, steps, args.quick, Path(tmp), False, args.overrides) for n in names]
     for r in results:
         report(r)
     out = {"bench": "planner", "spearman_min": min(r["spearman"] for r in results),

@@ -75,7 +75,7 @@ def plan_config(config_path: str, overrides: Sequence[str], devices: Optional[in
                 timeout_s: float = 600.0) -> Tuple[Workload, Hardware, int, List[Prediction], RLinfConfig]:
     """Profile the config on `devices` (default cluster.num_devices) and rank every candidate."""
     cfg, over = load_for_planning(config_path, overrides)
-    kind = workload_kind(cfg)
+    workload_kind(cfg)  # the workflows the planner models, else exit 2 before any run
     d = devices or cfg.cluster.num_devices
     if d < 1:
         raise InputError("need at least one device", key="--devices")
@@ -83,7 +83,6 @@ def plan_config(config_path: str, overrides: Sequence[str], devices: Optional[in
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         w = profile(config_path, cfg, over, d, hw, Path(tmp), steps=steps, timeout_s=timeout_s)
     ranked = plan(w, hw, d, extra_components(cfg))
-    _ = kind
     return w, hw, d, ranked, cfg
 
 

@@ -12,6 +12,8 @@ A phase's time on d devices (`PhaseCost.time`):
   for virtual devices that share a CPU's cores;
 - per_rank: cost that grows with ranks (collectives, fan-out).
 
+With three or more measured points (d, t) (`fit_points`: on a CPU machine the profile also runs on as
+many devices as cores) t(d) is the piecewise-linear interpolation through them instead.
 Fitted from two measurements t1 at d = 1 and tD at d = D (`fit_two_points`):
     tD < t1:   work = (t1 - tD) / (1 - 1 / eff(D)),   serial = t1 - work   (per_rank 0);
     tD >= t1:  serial = t1, per_rank = (tD - t1) / (D - 1)   (work 0: more ranks only cost).
@@ -32,8 +34,8 @@ A `Workload` carries the phase costs of one config (per training step unless sta
   sync_fixed_s.
 """
 
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import dataclass, field, replace
+from typing import Dict, Optional, Tuple
 
 from rlinf.plan.hardware import Hardware
 from rlinf.plan.memory import MemorySpec
@@ -44,16 +46,41 @@ class PhaseCost:
     serial_s: float = 0.0
     work_s: float = 0.0
     per_rank_s: float = 0.0
+    points: Tuple[Tuple[int, float], ...] = ()
 
     def time(self, devices: int, hw: Hardware) -> float:
-        """t(d) = serial + work / eff(d) + per_rank x (d - 1)."""
+        """t(d) = serial + work / eff(d) + per_rank x (d - 1); with measured `points` (d, t), three or more,
+        the piecewise-linear interpolation through them instead (the last segment extended beyond)."""
         d = max(1, devices)
+        if len(self.points) >= 3:
+            return _interpolate(self.points, d)
         return self.serial_s + self.work_s / hw.parallelism(d) + self.per_rank_s * (d - 1)
 
     def busy(self, devices: int, hw: Hardware) -> float:
         """Device-seconds the phase occupies on d devices, every rank busy while it runs: t(d) x eff(d)
         (on shared cores: the core-seconds it takes from the other phases running at the same time)."""
         return self.time(devices, hw) * hw.parallelism(max(1, devices))
+
+
+def _interpolate(points: Tuple[Tuple[int, float], ...], d: int) -> float:
+    """Piecewise-linear t(d) through sorted (d, t) points; constant below the first, the last segment's
+    slope beyond the last (never below zero)."""
+    pts = sorted(points)
+    if d <= pts[0][0]:
+        return pts[0][1]
+    for (d0, t0), (d1, t1) in zip(pts, pts[1:]):
+        if d <= d1 or (d1, t1) == pts[-1]:
+            return max(0.0, t0 + (t1 - t0) * (d - d0) / (d1 - d0))
+    return pts[-1][1]
+
+
+def fit_points(times: Dict[int, float], devices: int, hw: Hardware) -> PhaseCost:
+    """`fit_two_points` through d = 1 and d = D; with a third measured device count (the core count of a CPU
+    machine, where more ranks than cores stop helping) the measured points are kept and interpolated."""
+    base = fit_two_points(times[1], times[devices], devices, hw)
+    if len(times) < 3:
+        return base
+    return replace(base, points=tuple(sorted(times.items())))
 
 
 def fit_two_points(t1: float, t_many: float, devices: int, hw: Hardware) -> PhaseCost:

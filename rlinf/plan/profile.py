@@ -5,10 +5,12 @@ subprocess (timeline on, plots, TensorBoard and evaluation off) with a wall-cloc
 `metrics.jsonl` / `timeline.json` are read back (rlinf.utils.timeline.read_timeline).
 
 Profile runs on D devices (the first `warmup` steps of each left out, medians of the rest):
-- reasoning: colocated on device 0 only (d = 1) and colocated on all D devices (d = D); generate, reward
-  and update each fitted through the two points (rlinf.plan.cost_model.fit_two_points); the weight-sync
-  cost is the d = D run's residual step - rollout - reward - update;
-- embodied: the same two runs with k = 1 (the direct collection: per decision e + p), plus colocated on
+- reasoning: colocated on device 0 only (d = 1) and colocated on all D devices (d = D), and on a CPU
+  machine whose virtual devices share C cores (1 < C < D) also colocated on devices 0..C-1 (d = C, where
+  more ranks stop helping); generate, reward and update each fitted through the points
+  (rlinf.plan.cost_model.fit_points); the weight-sync cost is the d = D run's residual
+  step - rollout - reward - update;
+- embodied: the same runs with k = 1 (the direct collection: per decision e + p), plus colocated on
   all devices with k = 2 (the controller-driven pipeline) for the controller's cost per stage call;
   p = the rollout ranks' mean `act` span (timeline), e = collect / decisions - p. The global env batch is
   held fixed: env.num_envs per rank = total envs / env ranks.
@@ -23,12 +25,12 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from rlinf.config import RLinfConfig
 from rlinf.errors import InputError
 from rlinf.placement import build_placement
-from rlinf.plan.cost_model import PhaseCost, Workload, fit_two_points
+from rlinf.plan.cost_model import PhaseCost, Workload, fit_points
 from rlinf.plan.hardware import Hardware
 from rlinf.plan.memory import (MemorySpec, activation_bytes_per_token, causal_lm_params, kv_bytes_per_token)
 from rlinf.plan.simulate import Candidate
@@ -137,12 +139,22 @@ def act_time(events: List[dict]) -> float:
     return statistics.median(spans) if spans else 0.0
 
 
+def mid_devices(hw: Hardware, devices: int) -> Optional[int]:
+    """The third profiled device count: the core count of a CPU machine whose virtual devices share its cores
+    when 1 < cores < D (past it more ranks only contend); None for independent devices."""
+    cores = hw.shared_cores
+    return cores if cores is not None and 1 < cores < devices else None
+
+
 def profile_runs(cfg_path: str, base: List[str], kind: str, devices: int, envs: int, steps: int,
-                  work: Path, timeout_s: float) -> Dict[str, Tuple[List[dict], List[dict]]]:
+                 work: Path, timeout_s: float, mid: Optional[int] = None) -> Dict[str, Tuple[List[dict], List[dict]]]:
+    """The profile runs of the module docstring: run name -> (metrics rows, timeline events)."""
     gen = "rollout,env" if kind == "embodied" else "rollout,reward"
     every = f"actor,{gen}"
     runs = {"one": Candidate("one", {every: "0"}, "sync", rollout_devices=1),
             "all": Candidate("all", {every: "all"}, "sync", rollout_devices=devices)}
+    if mid:
+        runs["mid"] = Candidate("mid", {every: f"0-{mid - 1}"}, "sync", rollout_devices=mid)
     if kind == "embodied":
         runs["k2"] = Candidate("k2", {every: "all"}, "sync", pipeline_stages=2, rollout_devices=devices)
     out = {}
@@ -159,32 +171,41 @@ def profile(cfg_path: str, cfg: RLinfConfig, overrides: Sequence[str], devices: 
     """Run the profile runs of the module docstring and return the fitted Workload."""
     kind = workload_kind(cfg)
     envs = total_envs(cfg) if kind == "embodied" else 0
-    runs = profile_runs(cfg_path, list(overrides), kind, devices, envs, steps, work, timeout_s)
-    return fit_workload(cfg_path, cfg, runs, devices, hw)
+    mid = mid_devices(hw, devices)
+    runs = profile_runs(cfg_path, list(overrides), kind, devices, envs, steps, work, timeout_s, mid)
+    return fit_workload(cfg_path, cfg, runs, devices, hw, mid)
 
 
 def fit_workload(cfg_path: str, cfg: RLinfConfig, runs: Dict[str, Tuple[List[dict], List[dict]]], devices: int,
-                 hw: Hardware) -> Workload:
-    """The Workload fitted from the profile runs (`profile_runs`: run name -> (metrics rows, timeline))."""
+                 hw: Hardware, mid: Optional[int] = None) -> Workload:
+    """The Workload fitted from the profile runs (`profile_runs`: run name -> (metrics rows, timeline));
+    `mid`: the device count of the `mid` run when there is one."""
     kind = workload_kind(cfg)
     envs = total_envs(cfg) if kind == "embodied" else 0
     one, many = step_stats(runs["one"][0]), step_stats(runs["all"][0])
-    update = fit_two_points(one["update"], many["update"], devices, hw)
+    stats = {1: one, devices: many}
+    if mid and "mid" in runs:
+        stats[mid] = step_stats(runs["mid"][0])
+
+    def fit(key: str) -> PhaseCost:
+        return fit_points({d: st[key] for d, st in stats.items()}, devices, hw)
+
+    update = fit("update")
     sync = max(0.0, many["step"] - many["rollout"] - many["reward"] - many["update"])
     spec = memory_spec(cfg, kind)
     weight_bytes = spec.params * spec.param_bytes
     samples = cfg.data.batch_size * cfg.algorithm.group_size
     if kind == "reasoning":
         return Workload(name=Path(cfg_path).stem, kind=kind, samples_per_step=samples, update=update,
-                        generate=fit_two_points(one["rollout"], many["rollout"], devices, hw),
-                        reward=fit_two_points(one["reward"], many["reward"], devices, hw),
+                        generate=fit("rollout"), reward=fit("reward"),
                         sync_fixed_s=sync, weight_bytes=weight_bytes, jitter_s=many["rollout_std"], memory=spec,
                         step_std_s=many["step_std"])
     T = cfg.env.rollout_steps // cfg.actor.model.action_chunk
-    p1, pd = act_time(runs["one"][1]), act_time(runs["all"][1])
-    e1, ed = max(0.0, one["rollout"] / T - p1), max(0.0, many["rollout"] / T - pd)
+    names = {1: "one", devices: "all", **{d: "mid" for d in stats if d not in (1, devices)}}
+    policy = {d: act_time(runs[n][1]) for d, n in names.items()}
+    env = {d: max(0.0, stats[d]["rollout"] / T - policy[d]) for d in names}
     w = Workload(name=Path(cfg_path).stem, kind=kind, samples_per_step=envs * cfg.env.rollout_steps,
-                 update=update, generate=fit_two_points(p1, pd, devices, hw), env=fit_two_points(e1, ed, devices, hw),
+                 update=update, generate=fit_points(policy, devices, hw), env=fit_points(env, devices, hw),
                  decisions=T, sync_fixed_s=sync, weight_bytes=weight_bytes, jitter_s=many["rollout_std"],
                  memory=spec, step_std_s=many["step_std"])
     k2 = step_stats(runs["k2"][0])["rollout"] / T
