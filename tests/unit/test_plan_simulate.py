@@ -145,3 +145,15 @@ def test_table_marks_plans_the_profile_cannot_tell_apart():
     gap = ranked[1].step_s - ranked[0].step_s
     marked = table(ranked, noise_s=gap / 2 + 1e-9).splitlines()
     assert "~" in marked[2] and "~" not in marked[1] and marked[-1].startswith("~: within 2 x")
+
+
+def test_three_points_interpolate_past_the_core_count():
+    from rlinf.plan.cost_model import fit_points
+    from rlinf.plan.profile import mid_devices
+
+    # 1, 2 and 4 ranks on 2 shared cores: fastest at 2, slower again at 4 (ranks contend)
+    pc = fit_points({1: 1.5, 2: 1.0, 4: 1.3}, 4, CPU2)
+    assert [pc.time(d, CPU2) for d in (1, 2, 3, 4)] == pytest.approx([1.5, 1.0, 1.15, 1.3])
+    assert pc.time(6, CPU2) == pytest.approx(1.6)  # the last segment extended
+    assert fit_points({1: 9.0, 4: 3.0}, 4, GPU).points == ()  # two points: the serial + work form
+    assert mid_devices(CPU2, 4) == 2 and mid_devices(CPU2, 2) is None and mid_devices(GPU, 4) is None
