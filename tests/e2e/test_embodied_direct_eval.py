@@ -52,7 +52,7 @@ def _evaluate(wf, direct):
     return metrics, episodes
 
 
-@pytest.mark.parametrize("case", ["cartpole", "pendulum", pytest.param("libero_vla", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("case", ["cartpole", "pendulum", pytest.param("libero_vla", marks=pytest.mark.extended)])
 def test_direct_evaluation_matches_the_controller_loop(cluster, tmp_path, monkeypatch, case):
     config, overrides, needs, total = CASES[case]
     if needs:
