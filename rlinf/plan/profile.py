@@ -223,8 +223,10 @@ def describe(w: Workload, hw: Hardware, devices: int) -> str:
     else:
         phases["env/decision"] = w.env
     for name, pc in phases.items():
+        fitted = (f"measured at d = {', '.join(f'{d}: {t:.4f} s' for d, t in pc.points)}" if pc.points
+                  else f"serial {pc.serial_s:.4f}, work {pc.work_s:.4f}, per rank {pc.per_rank_s:.4f}")
         lines.append(f"  {name:<16} t(1) {pc.time(1, hw):8.4f} s  t({devices}) {pc.time(devices, hw):8.4f} s  "
-                     f"(serial {pc.serial_s:.4f}, work {pc.work_s:.4f})")
+                     f"({fitted})")
     lines.append(f"  weight sync fixed {w.sync_fixed_s:.4f} s, weights {w.weight_bytes / 1e6:.1f} MB, "
                  f"stage call {w.stage_call_s * 1e3:.2f} ms, collection jitter {w.jitter_s:.4f} s")
     return "\n".join(lines)
