@@ -26,6 +26,19 @@ def run_training(cfg: RLinfConfig, placement: Placement, config_name: str = "run
     return run(cfg, placement, make_workflow, config_name, resume)
 
 
+def _planned(config: str, overrides: List[str], resume: Optional[str]) -> List[str]:
+    """`cluster.component_placement: auto`: the overrides of the planner's best plan (rlinf.plan profiles the
+    config now, a few short runs); a resumed run keeps the plan its run directory ran with. Other configs'
+    overrides come back unchanged."""
+    from rlinf.plan.api import expand_auto, is_auto, resumed_plan
+
+    if not is_auto(config, overrides):
+        return overrides
+    if resume is not None:
+        return resumed_plan(config, overrides, Path(resume))
+    return expand_auto(config, overrides)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rlinf.run", description="Run an rlinf training recipe.")
     p.add_argument("--config", required=True, help="YAML recipe, e.g. configs/grpo_arith.yaml")
@@ -41,7 +54,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, _planned(args.config, args.overrides, args.resume))
         placement = build_placement(cfg.cluster.component_placement, cfg.cluster.num_devices,
                                     cfg.rollout.pipeline_stages, components=components_for(cfg))
         if args.print_config:

@@ -17,7 +17,7 @@ from rlinf.config.loader import parse_overrides, read_yaml
 from rlinf.errors import InputError
 from rlinf.plan.cost_model import Workload
 from rlinf.plan.hardware import Hardware, load_hardware, local_hardware
-from rlinf.plan.profile import candidate_overrides, profile, total_envs, workload_kind
+from rlinf.plan.profile import candidate_overrides, placement_literal, profile, total_envs, workload_kind
 from rlinf.plan.simulate import Prediction, plan
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,30 @@ def expand_auto(config_path: str, overrides: Sequence[str], steps: int = 4) -> L
     logger.info("component_placement auto: %s (predicted %.3f s/step)", best.candidate.name, best.step_s)
     kept = [o for o in overrides if not o.startswith(KEY + "=")]
     return kept + candidate_overrides(best.candidate, d, w.kind, envs)
+
+
+def resumed_plan(config_path: str, overrides: Sequence[str], run_dir: Path) -> List[str]:
+    """`auto` on `--resume`: the plan the run directory ran with (its newest config file: `config.yaml` or
+    the latest `config.from-step-N.yaml`), not a new profile whose choice could differ from the checkpoint's
+    layout. Other configs' overrides come back unchanged."""
+    if not is_auto(config_path, overrides):
+        return list(overrides)
+    run_dir = Path(run_dir)
+    if (run_dir / "COMPLETE").exists():  # a checkpoint directory: <run>/checkpoints/step_N
+        run_dir = run_dir.parent.parent
+    later = sorted(run_dir.glob("config.from-step-*.yaml"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
+    newest = later[-1] if later else run_dir / "config.yaml"
+    if not newest.exists():
+        raise InputError("no config.yaml to take the planned placement from", key=str(run_dir))
+    ran = yaml.safe_load(newest.read_text())
+    kept = [o for o in overrides if not o.startswith(KEY + "=")]
+    out = [f"cluster.num_devices={ran['cluster']['num_devices']}",
+           f"{KEY}={placement_literal(ran['cluster']['component_placement'])}",
+           f"rollout.pipeline_stages={ran['rollout']['pipeline_stages']}", f"runner.schedule={ran['runner']['schedule']}",
+           f"algorithm.max_staleness={ran['algorithm']['max_staleness']}"]
+    if "env" in ran and "num_envs" in (ran["env"] or {}):
+        out.append(f"env.num_envs={ran['env']['num_envs']}")
+    return kept + out
 
 
 def write_plan(path: Path, p: Prediction, devices: int, kind: str, envs: int) -> None:

@@ -56,3 +56,22 @@ def test_auto_with_nothing_fitting_is_an_input_error(tmp_path, monkeypatch):
     _stub(monkeypatch, MemorySpec(params=1e12, trainable=1e12))
     with pytest.raises(InputError, match="cluster.component_placement: no plan fits"):
         api.expand_auto(_auto_config(tmp_path), [])
+
+
+def test_resume_keeps_the_plan_the_run_directory_ran_with(tmp_path, monkeypatch):
+    monkeypatch.setattr(api, "profile", lambda *a, **k: pytest.fail("a resumed auto run must not profile again"))
+    path = _auto_config(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    ran = yaml.safe_load(Path(ARITH).read_text())
+    ran.update(cluster={"num_devices": 4, "component_placement": {"actor": "0-1", "rollout,reward": "2-3"}},
+               rollout={"pipeline_stages": 1}, runner={"schedule": "async"}, algorithm={"max_staleness": 2})
+    (run / "config.yaml").write_text(yaml.safe_dump(ran))
+    later = dict(ran, runner={"schedule": "sync"}, algorithm={"max_staleness": 0})
+    (run / "config.from-step-10.yaml").write_text(yaml.safe_dump(later))  # the newest config wins
+    over = api.resumed_plan(path, ["runner.max_steps=3"], run)
+    cfg = load_config(path, over)
+    assert dict(cfg.cluster.component_placement) == {"actor": "0-1", "rollout,reward": "2-3"}
+    assert (cfg.runner.schedule, cfg.algorithm.max_staleness, cfg.runner.max_steps) == ("sync", 0, 3)
+    with pytest.raises(InputError, match="config.yaml"):
+        api.resumed_plan(path, [], tmp_path / "empty")

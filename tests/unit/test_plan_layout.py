@@ -1,4 +1,4 @@
-"""rlinf.plan sits at the top (next to rlinf.run): nothing in rlinf imports it, and its modelling modules are
+"""rlinf.plan sits at the top (next to rlinf.run): nothing in rlinf but rlinf.run (the `auto` placement) imports it, and its modelling modules are
 pure (no Ray, no subprocess, no torch): only rlinf.plan.profile runs anything."""
 
 import ast
@@ -19,7 +19,7 @@ def _modules(path: Path):
 
 def test_nothing_below_imports_the_planner():
     wrong = [str(p.relative_to(PKG.parent)) for p in PKG.rglob("*.py")
-             if "plan" not in p.relative_to(PKG).parts[:1]
+             if "plan" not in p.relative_to(PKG).parts[:1] and p != PKG / "run.py"
              and any(m == "rlinf.plan" or m.startswith("rlinf.plan.") for m in _modules(p))]
     assert not wrong, wrong
 
