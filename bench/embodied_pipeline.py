@@ -59,11 +59,12 @@ from rlinf.scheduler import Cluster
 WORKLOADS = {
     "maniskill_mlp": ("configs/ppo_maniskill_pushcube_mlp.yaml",
                       ["env.sim_backend=cpu", "env.max_episode_steps=1000"], (32, 32), (8, 8), True),
-    # the same simulator with a policy as slow as the env step (MLP 3 x 4096: ~50 ms per 32-row act here),
-    # the case the pipeline is for: ideal overlap ~2x
+    # the same simulator with a policy as slow as the env step: MLP 3 x 4096 (actor and critic) on 64 rows,
+    # compute-bound (at 16 rows an act costs the same ~70 ms whatever the rows: reading the 400 MB of weights,
+    # which every pipeline lane pays again); the case the pipeline is for
     "maniskill_balanced": ("configs/ppo_maniskill_pushcube_mlp.yaml",
-                           ["env.sim_backend=cpu", "env.max_episode_steps=1000", "actor.model.hidden_size=4096"],
-                           (32, 32), (16, 16), True),
+                           ["env.sim_backend=cpu", "env.max_episode_steps=1000", "actor.model.hidden_size=6144"],
+                           (64, 16), (64, 8), True),
     "libero_tinyvla": ("configs/grpo_libero_spatial_tinyvla.yaml",
                        ["env.image_size=128", "algorithm.adv_estimator=gae", "env.max_episode_steps=1000"],
                        (4, 10), (4, 3), False),
