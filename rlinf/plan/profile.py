@@ -10,6 +10,9 @@ Profile runs on D devices (the first `warmup` steps of each left out, medians of
   more ranks stop helping); generate, reward and update each fitted through the points
   (rlinf.plan.cost_model.fit_points); the weight-sync cost is the d = D run's residual
   step - rollout - reward - update;
+- agent: as reasoning (the env group plays the episodes inside the collection);
+- single (SFT, reward-model training: one group, one plan): one run on all D devices, whose step time is
+  the prediction;
 - embodied: the same runs with k = 1 (the direct collection: per decision e + p), plus colocated on
   all devices with k = 2 (the controller-driven pipeline) for the controller's cost per stage call;
   p = the rollout ranks' mean `act` span (timeline), e = collect / decisions - p. The global env batch is
@@ -33,7 +36,7 @@ from rlinf.placement import build_placement
 from rlinf.plan.cost_model import PhaseCost, Workload, fit_points
 from rlinf.plan.hardware import Hardware
 from rlinf.plan.memory import (MemorySpec, activation_bytes_per_token, causal_lm_params, kv_bytes_per_token)
-from rlinf.plan.simulate import Candidate
+from rlinf.plan.simulate import Candidate, generation_groups
 from rlinf.utils.timeline import read_timeline
 from rlinf.workflows import components_for, workflow_name
 
@@ -46,13 +49,21 @@ WARMUP = 2
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
+# workflow -> the planner's kind (rlinf.plan.simulate.candidates)
+KINDS = {"reasoning": "reasoning", "embodied": "embodied", "agent": "agent", "sft": "single", "reward_model": "single"}
+
+
 def workload_kind(cfg: RLinfConfig) -> str:
-    """reasoning or embodied (the workflows the planner models); anything else is an input error."""
+    """The planner's kind of the config's workflow (KINDS); a workflow it does not know is an input error."""
     name = workflow_name(cfg)
-    if name not in ("reasoning", "embodied"):
-        raise InputError(f"the planner models the reasoning and embodied workflows, not '{name}'",
-                         key="runner.workflow")
-    return name
+    if name not in KINDS:
+        raise InputError(f"the planner models the {', '.join(KINDS)} workflows, not '{name}'", key="runner.workflow")
+    return KINDS[name]
+
+
+def rows_per_step(cfg: RLinfConfig, kind: str) -> int:
+    """Sequences a step trains on: prompts x group size (reasoning, agent), rows (single)."""
+    return cfg.data.batch_size * (cfg.algorithm.group_size if kind in ("reasoning", "agent") else 1)
 
 
 def total_envs(cfg: RLinfConfig) -> int:
@@ -75,7 +86,7 @@ def memory_spec(cfg: RLinfConfig, kind: str) -> MemorySpec:
     else:  # mlp / cnn policies: a few dense layers
         params = float(m.num_layers * m.hidden_size * m.hidden_size * 2 + 4096 * m.hidden_size)
         act, kv = float(m.hidden_size * m.num_layers * 4 * 4), 0.0
-    batch = cfg.data.batch_size * cfg.algorithm.group_size if kind == "reasoning" else total_envs(cfg)
+    batch = total_envs(cfg) if kind == "embodied" else rows_per_step(cfg, kind)
     return MemorySpec(params=params, trainable=params, param_bytes=b,
                       critic_params=params if cfg.critic.enabled else 0.0, reference=cfg.algorithm.kl_coef > 0,
                       activation_bytes_per_sample=act, micro_batch=cfg.actor.micro_batch_size,
@@ -149,8 +160,11 @@ def mid_devices(hw: Hardware, devices: int) -> Optional[int]:
 def profile_runs(cfg_path: str, base: List[str], kind: str, devices: int, envs: int, steps: int,
                  work: Path, timeout_s: float, mid: Optional[int] = None) -> Dict[str, Tuple[List[dict], List[dict]]]:
     """The profile runs of the module docstring: run name -> (metrics rows, timeline events)."""
-    gen = "rollout,env" if kind == "embodied" else "rollout,reward"
-    every = f"actor,{gen}"
+    if kind == "single":  # one plan (data parallel over every device): its own run is the prediction
+        c = Candidate("all", {"actor": "all"}, "sync", rollout_devices=devices)
+        return {"all": run_config(cfg_path, [*base, *candidate_overrides(c, devices, kind, envs),
+                                             f"runner.max_steps={steps}"], work / "profile_all", timeout_s)}
+    every = f"actor,{generation_groups(kind)}"
     runs = {"one": Candidate("one", {every: "0"}, "sync", rollout_devices=1),
             "all": Candidate("all", {every: "all"}, "sync", rollout_devices=devices)}
     if mid:
@@ -182,6 +196,11 @@ def fit_workload(cfg_path: str, cfg: RLinfConfig, runs: Dict[str, Tuple[List[dic
     `mid`: the device count of the `mid` run when there is one."""
     kind = workload_kind(cfg)
     envs = total_envs(cfg) if kind == "embodied" else 0
+    spec = memory_spec(cfg, kind)
+    if kind == "single":
+        many = step_stats(runs["all"][0])
+        return Workload(name=Path(cfg_path).stem, kind=kind, samples_per_step=rows_per_step(cfg, kind),
+                        update=PhaseCost(serial_s=many["step"]), memory=spec, step_std_s=many["step_std"])
     one, many = step_stats(runs["one"][0]), step_stats(runs["all"][0])
     stats = {1: one, devices: many}
     if mid and "mid" in runs:
@@ -192,10 +211,9 @@ def fit_workload(cfg_path: str, cfg: RLinfConfig, runs: Dict[str, Tuple[List[dic
 
     update = fit("update")
     sync = max(0.0, many["step"] - many["rollout"] - many["reward"] - many["update"])
-    spec = memory_spec(cfg, kind)
     weight_bytes = spec.params * spec.param_bytes
-    samples = cfg.data.batch_size * cfg.algorithm.group_size
-    if kind == "reasoning":
+    samples = rows_per_step(cfg, kind)
+    if kind in ("reasoning", "agent"):
         return Workload(name=Path(cfg_path).stem, kind=kind, samples_per_step=samples, update=update,
                         generate=fit("rollout"), reward=fit("reward"),
                         sync_fixed_s=sync, weight_bytes=weight_bytes, jitter_s=many["rollout_std"], memory=spec,
@@ -217,11 +235,12 @@ def fit_workload(cfg_path: str, cfg: RLinfConfig, runs: Dict[str, Tuple[List[dic
 def describe(w: Workload, hw: Hardware, devices: int) -> str:
     """One line per fitted phase: t(1), t(D) and the fitted serial / work parts."""
     lines = [f"workload {w.name} ({w.kind}), {w.samples_per_step} samples/step, hardware {hw.name}"]
-    phases = {"generate" if w.kind == "reasoning" else "policy/decision": w.generate, "update": w.update}
-    if w.kind == "reasoning":
-        phases["reward"] = w.reward
-    else:
-        phases["env/decision"] = w.env
+    if w.kind == "single":
+        phases = {"step": w.update}
+    elif w.kind == "embodied":
+        phases = {"policy/decision": w.generate, "update": w.update, "env/decision": w.env}
+    else:  # reasoning, agent (the agent's env group runs inside its collection: generate)
+        phases = {"generate": w.generate, "update": w.update, "reward": w.reward}
     for name, pc in phases.items():
         fitted = (f"measured at d = {', '.join(f'{d}: {t:.4f} s' for d, t in pc.points)}" if pc.points
                   else f"serial {pc.serial_s:.4f}, work {pc.work_s:.4f}, per rank {pc.per_rank_s:.4f}")

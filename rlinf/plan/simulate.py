@@ -6,7 +6,9 @@ Candidates on D devices (`candidates`):
 - hybrid k:       (embodied) colocated, env batch split into k pipeline stages, k in 2, 4, ... max_stages;
 - disaggregated:  actor (+ critic, reference) on a devices, rollout + reward / env on D - a, sync schedule,
                   for every split a (a grid of at most ~15 splits when D > 16);
-- async s:        the disaggregated splits with the async schedule and max_staleness s in 1, 2.
+- async s:        the disaggregated splits with the async schedule and max_staleness s in 1, 2 (not for
+                  agent workloads: the agent workflow runs the sync schedule only);
+- data parallel:  (single: SFT, reward-model training) the one group on all D devices, the only plan.
 
 Step time (`step_time`), with G the collection time (below), U the update time on the actor's devices and
 S the weight sync (rlinf.plan.cost_model.weight_sync_s):
@@ -19,7 +21,8 @@ S the weight sync (rlinf.plan.cost_model.weight_sync_s):
   cannot exceed what the cores give; 0.4 sigma is E[max] - max(E) of two balanced normal stages,
   shrunk by the s batches a staleness bound lets the channel buffer).
 Collection G on the rollout's d_r devices (env on the same devices):
-- reasoning:        G = generate(d_r) + reward(d_r);
+- reasoning, agent: G = generate(d_r) + reward(d_r) (agent: the env group's episodes are the generation);
+- single:           G = 0, T = U (the profiled step);
 - embodied, sync, k = 1 (the direct collection, env ranks ask their rollout rank themselves):
                     G = decisions x (env(d_r) + policy(d_r));
 - embodied, k > 1 or async (the controller drives every stage call):
@@ -75,9 +78,23 @@ def _splits(devices: int) -> List[int]:
     return sorted({a for a in range(step, devices, step)} | {devices // 4, devices // 2, 3 * devices // 4})
 
 
+def generation_groups(kind: str) -> str:
+    """The groups that produce a step's samples: the rollout with its scoring group (the reward group for
+    reasoning; the env group for simulators and for tool episodes, which grade themselves)."""
+    return "rollout,reward" if kind == "reasoning" else "rollout,env"
+
+
 def candidates(kind: str, devices: int, max_stages: int = 4, staleness: Tuple[int, ...] = (1, 2)) -> List[Candidate]:
-    """Every candidate plan of the module docstring for a reasoning or embodied workload on `devices`."""
-    gen = "rollout,env" if kind == "embodied" else "rollout,reward"
+    """Every candidate plan of the module docstring for `devices`. Kinds: reasoning, embodied, agent (the
+    reasoning plans with the env group in place of the reward group, sync only: the agent workflow runs the
+    sync schedule), single (SFT, reward-model training: one group, so the one plan is data parallel over
+    every device)."""
+    if kind == "single":
+        return [Candidate("data_parallel", {"actor": "all"}, "sync", mode="colocated", train_devices=devices,
+                          rollout_devices=devices)]
+    if kind == "agent":
+        staleness = ()
+    gen = generation_groups(kind)
     everything = f"actor,{gen}"
     out = [Candidate("colocated", {everything: "all"}, "sync", mode="colocated",
                      train_devices=devices, rollout_devices=devices)]
@@ -159,7 +176,7 @@ def predict(w: Workload, hw: Hardware, c: Candidate, devices: int, extra: Tuple[
     feasible = peak <= hw.usable_bytes
     if not feasible:
         why = f"peak {peak / GIB:.1f} GiB > {hw.usable_bytes / GIB:.1f} GiB usable per device"
-    if w.kind == "reasoning" and w.samples_per_step % c.train_devices:
+    if w.kind in ("reasoning", "agent", "single") and w.samples_per_step % c.train_devices:
         feasible, why = False, f"{w.samples_per_step} rows do not split over {c.train_devices} actor ranks"
     envs = w.memory.num_envs if w.memory is not None else 0
     per_rank = envs // c.rollout_devices if envs else 0
