@@ -50,6 +50,7 @@ def test_deepspeed_grpo_run_trains_and_syncs_weights(cluster, tmp_path, stage, t
     assert expected <= phases, phases
 
 
+@pytest.mark.extended  # resume is in make test with FSDP (test_resume); the DeepSpeed variant in make test-slow
 def test_deepspeed_checkpoint_resume_reproduces_metrics(cluster, tmp_path):
     ds = ["actor.backend=deepspeed", "runner.save_interval=2"]
     _, full = _run(tmp_path, "full", *ds)

@@ -156,9 +156,10 @@ CASES = [
     ("embodied_sync", "actor", 1),
     ("embodied_async", "env", 0),
 ]
-# Every group, both schedules and both workflows stay in `make test`; the embodied rollout kill repeats
-# the reasoning one through the same restart path and runs in `make test-slow`.
-EXTENDED = {("embodied_sync", "rollout")}
+# Both schedules and both workflows, and the actor, rollout, reward and env groups, stay in `make test`;
+# kills that repeat one of those through the same restart path run in `make test-slow`: the embodied
+# rollout and actor (the reasoning ones), the critic (an FSDP group like the actor).
+EXTENDED = {("embodied_sync", "rollout"), ("embodied_sync", "actor"), ("reasoning_sync", "critic")}
 
 
 @pytest.mark.parametrize("name, group, rank", [

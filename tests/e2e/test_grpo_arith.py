@@ -53,6 +53,7 @@ def test_tiny_grpo_run_writes_complete_run_directory(cluster, tmp_path):
     assert {"update", "generate", "send_weights", "recv_weights", "score"} <= phases  # resharding engine
 
 
+@pytest.mark.extended  # an optional logger's local files: make test-slow
 def test_wandb_offline_writes_a_local_run(cluster, tmp_path):
     summary, out = _run(tmp_path, "runner.max_steps=2", "runner.wandb=offline", "runner.plots=false")
     runs = list((out / "wandb").glob("offline-run-*"))
