@@ -120,6 +120,9 @@ def run_config(config: str, overrides: Sequence[str], out: Path, timeout_s: floa
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"profile run exceeded {timeout_s:.0f} s: {' '.join(overrides)}") from None
+    if proc.returncode == 2:  # bad input of the config itself: rlinf.run's one line, which names the key
+        lines = proc.stderr.strip().splitlines() or ["(no message)"]
+        raise InputError(f"the profile run refused the config: {lines[-1].removeprefix('rlinf: error: ')}")
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-3:]
         raise RuntimeError(f"profile run failed ({proc.returncode}): {' / '.join(tail)}")
