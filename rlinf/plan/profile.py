@@ -177,8 +177,15 @@ def profile_runs(cfg_path: str, base: List[str], kind: str, devices: int, envs: 
     out = {}
     for name, c in runs.items():
         t0 = time.time()
-        out[name] = run_config(cfg_path, [*base, *candidate_overrides(c, devices, kind, envs),
-                                          f"runner.max_steps={steps}"], work / f"profile_{name}", timeout_s)
+        try:
+            out[name] = run_config(cfg_path, [*base, *candidate_overrides(c, devices, kind, envs),
+                                              f"runner.max_steps={steps}"], work / f"profile_{name}", timeout_s)
+        except InputError as e:
+            if name != "k2":
+                raise
+            # a config that cannot be pipelined (e.g. GRPO groups wider than a stage's envs): no hybrid plans
+            logger.info("no pipelined profile run (%s): hybrid plans left out", e)
+            continue
         logger.info("profile %s: %.1f s", name, time.time() - t0)
     return out
 
@@ -229,6 +236,8 @@ def fit_workload(cfg_path: str, cfg: RLinfConfig, runs: Dict[str, Tuple[List[dic
                  update=update, generate=fit_points(policy, devices, hw), env=fit_points(env, devices, hw),
                  decisions=T, sync_fixed_s=sync, weight_bytes=weight_bytes, jitter_s=many["rollout_std"],
                  memory=spec, step_std_s=many["step_std"])
+    if "k2" not in runs:  # the config refused a pipelined run (profile_runs)
+        return replace(w, max_stages=1)
     k2 = step_stats(runs["k2"][0])["rollout"] / T
     e, p = w.env.time(devices, hw), w.generate.time(devices, hw)
     stage_call = max(0.0, (k2 - max(e, p) - min(e, p) / 2) / 2)

@@ -60,3 +60,14 @@ def test_unknown_workflow_is_an_input_error(monkeypatch):
     monkeypatch.setattr(profile, "workflow_name", lambda cfg: "distillation")
     with pytest.raises(InputError, match="runner.workflow"):
         workload_kind(load_config("configs/grpo_arith.yaml", []))
+
+
+def test_an_embodied_config_that_refuses_a_pipelined_run_gets_no_hybrid_plans():
+    cfg = load_config("configs/ppo_cartpole_mlp.yaml", [])
+    rows = [{"step": i, "time/step_s": 1.0, "time/rollout_s": 0.64, "time/update_s": 0.3} for i in range(4)]
+    acts = [{"group": "rollout", "name": "act", "start": 0.0, "end": 0.002}]
+    runs = {"one": (rows, acts), "all": (rows, acts)}  # no "k2": the profile's pipelined run was refused
+    w = fit_workload("configs/ppo_cartpole_mlp.yaml", cfg, runs, 2, GPU)
+    assert w.max_stages == 1
+    names = [p.candidate.name for p in plan(w, GPU, 2)]
+    assert "colocated" in names and not any(n.startswith("hybrid") for n in names)
