@@ -17,7 +17,7 @@ from rlinf.config.loader import parse_overrides, read_yaml
 from rlinf.errors import InputError
 from rlinf.plan.cost_model import Workload
 from rlinf.plan.hardware import Hardware, load_hardware, local_hardware
-from rlinf.plan.profile import candidate_overrides, placement_literal, profile, total_envs, workload_kind
+from rlinf.plan.profile import candidate_overrides, plan_overrides, profile, total_envs, workload_kind
 from rlinf.plan.simulate import Prediction, plan
 
 logger = logging.getLogger(__name__)
@@ -117,13 +117,9 @@ def resumed_plan(config_path: str, overrides: Sequence[str], run_dir: Path) -> L
         raise InputError("no config.yaml to take the planned placement from", key=str(run_dir))
     ran = yaml.safe_load(newest.read_text())
     kept = [o for o in overrides if not o.startswith(KEY + "=")]
-    out = [f"cluster.num_devices={ran['cluster']['num_devices']}",
-           f"{KEY}={placement_literal(ran['cluster']['component_placement'])}",
-           f"rollout.pipeline_stages={ran['rollout']['pipeline_stages']}", f"runner.schedule={ran['runner']['schedule']}",
-           f"algorithm.max_staleness={ran['algorithm']['max_staleness']}"]
-    if "env" in ran and "num_envs" in (ran["env"] or {}):
-        out.append(f"env.num_envs={ran['env']['num_envs']}")
-    return kept + out
+    return kept + plan_overrides(ran["cluster"]["num_devices"], ran["cluster"]["component_placement"],
+                                 ran["rollout"]["pipeline_stages"], ran["runner"]["schedule"],
+                                 ran["algorithm"]["max_staleness"], (ran.get("env") or {}).get("num_envs"))
 
 
 def write_plan(path: Path, p: Prediction, devices: int, kind: str, envs: int) -> None:

@@ -100,14 +100,18 @@ def placement_literal(placement: Dict[str, str]) -> str:
     return "{" + ", ".join(f"'{k}': '{v}'" for k, v in placement.items()) + "}"
 
 
+def plan_overrides(devices: int, placement: Dict[str, str], stages: int, schedule: str, staleness: int,
+                   num_envs: Optional[int] = None) -> List[str]:
+    """The dotlist of the keys a plan sets (`num_envs`: env.num_envs per env rank, embodied plans only)."""
+    out = [f"cluster.num_devices={devices}", f"cluster.component_placement={placement_literal(placement)}",
+           f"rollout.pipeline_stages={stages}", f"runner.schedule={schedule}", f"algorithm.max_staleness={staleness}"]
+    return out + ([f"env.num_envs={num_envs}"] if num_envs is not None else [])
+
+
 def candidate_overrides(c: Candidate, devices: int, kind: str, envs: int) -> List[str]:
     """The dotlist that runs candidate `c` (the keys the plan writes)."""
-    out = [f"cluster.num_devices={devices}", f"cluster.component_placement={placement_literal(c.placement)}",
-           f"rollout.pipeline_stages={c.pipeline_stages}", f"runner.schedule={c.schedule}",
-           f"algorithm.max_staleness={c.max_staleness}"]
-    if kind == "embodied":
-        out.append(f"env.num_envs={max(1, envs // c.rollout_devices)}")
-    return out
+    num_envs = max(1, envs // c.rollout_devices) if kind == "embodied" else None
+    return plan_overrides(devices, c.placement, c.pipeline_stages, c.schedule, c.max_staleness, num_envs)
 
 
 def run_config(config: str, overrides: Sequence[str], out: Path, timeout_s: float) -> Tuple[List[dict], List[dict]]:

@@ -268,7 +268,7 @@ class Worker:
         on_wire = tensor.to(self.link_wire(peer_group))
         self._wait_work(pg.broadcast([on_wire], opts), self._link_timeout(peer_group, timeout_s),
                         f"broadcast over the link with {peer_group}")
-        if on_wire.data_ptr() != tensor.data_ptr():
+        if on_wire is not tensor:  # staged through the wire device: back into the caller's tensor
             tensor.copy_(on_wire)
         return tensor
 

@@ -6,13 +6,12 @@ engine's weights, and sleep / wake (GPU only) keeps them. Run with `make test-gp
 import importlib.util
 
 import pytest
-import ray
 import torch
 
 from rlinf.config import ModelConfig, RolloutConfig
-from rlinf.models.causal_lm import build_causal_lm
 from rlinf.scheduler import WorkerGroup
 from rlinf.workers.rollout.worker import RolloutWorker
+from tests.vllm_helpers import publish, teacher_forced
 
 pytestmark = [pytest.mark.timeout(600),
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
@@ -29,31 +28,6 @@ def _skip_cpu_build() -> None:
 
     if not current_platform.is_cuda():
         pytest.skip(f"vllm here is the {current_platform.device_type} build, not CUDA")
-
-
-def _publish(seed: int):
-    """A tiny model with large weights (two seeds differ visibly); returns it and [ref of its state]."""
-    model = build_causal_lm(MODEL, VOCAB, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.2, generator=gen)
-    state = {k: v.detach().numpy() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    return model.eval(), [ray.put(state)]
-
-
-def _teacher_forced(model, prompts, out, temperature: float) -> torch.Tensor:
-    """log p(response token | prefix) under softmax(logits / temperature), on the host, no KV cache."""
-    rows = []
-    for prompt, resp, mask in zip(prompts, out["responses"], out["mask"]):
-        n = int(mask.sum())
-        ids = torch.tensor(prompt + resp[:n].tolist())[None]
-        with torch.no_grad():
-            logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float()
-        logp = torch.log_softmax(logits / temperature, -1).gather(-1, resp[:n, None]).squeeze(-1)
-        rows.append(torch.nn.functional.pad(logp, (0, resp.shape[0] - n)))
-    return torch.stack(rows)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +51,7 @@ def test_greedy_matches_transformers_and_sampled_logprobs_match_teacher_forcing(
     temperature 0.7, vLLM's behaviour log-probs are the tempered distribution's (teacher-forced on the
     host), and the same seed gives the same samples."""
     cfg, vllm_group, hf_group = engines
-    model, refs = _publish(seed=11)
+    model, refs = publish(MODEL, VOCAB, seed=11)
     assert vllm_group.call("load_weights", refs, 3).wait() == [3]
     hf_group.call("load_weights", refs, 3).wait()
     greedy = vllm_group.call("generate", PROMPTS, greedy=True).wait()[0]
@@ -89,9 +63,9 @@ def test_greedy_matches_transformers_and_sampled_logprobs_match_teacher_forcing(
 
     prompts = PROMPTS * 4
     sampled = vllm_group.call("generate", prompts, seed=5).wait()[0]
-    expected = _teacher_forced(model, prompts, sampled, cfg.temperature)
+    expected = teacher_forced(model, prompts, sampled, cfg.temperature)
     assert torch.allclose(sampled["logprobs"], expected * sampled["mask"], atol=ATOL)
-    raw = _teacher_forced(model, prompts, sampled, 1.0) * sampled["mask"]
+    raw = teacher_forced(model, prompts, sampled, 1.0) * sampled["mask"]
     assert not torch.allclose(expected * sampled["mask"], raw, atol=10 * ATOL)  # the check above sees temperature
     again = vllm_group.call("generate", prompts, seed=5).wait()[0]
     assert torch.equal(again["responses"], sampled["responses"])
@@ -101,10 +75,10 @@ def test_weight_load_replaces_weights_and_sleep_wake_keeps_them(engines):
     """A second load changes the greedy outputs (and they equal the transformers engine's again); sleep
     level 1 and wake up report True on CUDA and leave the greedy outputs unchanged."""
     _, vllm_group, hf_group = engines
-    _, refs_a = _publish(seed=11)
+    _, refs_a = publish(MODEL, VOCAB, seed=11)
     vllm_group.call("load_weights", refs_a, 3).wait()
     greedy_a = vllm_group.call("generate", PROMPTS, greedy=True).wait()[0]
-    _, refs_b = _publish(seed=12)
+    _, refs_b = publish(MODEL, VOCAB, seed=12)
     assert vllm_group.call("load_weights", refs_b, 4).wait() == [4]
     hf_group.call("load_weights", refs_b, 4).wait()
     greedy_b = vllm_group.call("generate", PROMPTS, greedy=True).wait()[0]

@@ -4,16 +4,15 @@ on-policy PPO ratio at step 0 is 1."""
 
 import numpy as np
 import pytest
-import ray
 import torch
 
 from rlinf.config import ActorConfig, AlgorithmConfig, ModelConfig, RolloutConfig
 from rlinf.errors import InputError
-from rlinf.models.causal_lm import build_causal_lm
 from rlinf.workflows.batching import build_lm_batch
 from rlinf.scheduler import WorkerGroup
 from rlinf.workers.actor.fsdp_actor import ActorWorker
 from rlinf.workers.rollout.worker import RolloutWorker
+from tests.vllm_helpers import publish, teacher_forced
 
 pytest.importorskip("vllm")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -21,30 +20,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 VOCAB, EOS, PAD = 15, 2, 0
 MODEL = ModelConfig(hidden_size=64, num_layers=2, num_heads=2)  # head size 32: vLLM's CPU attention has none below
 PROMPTS = [[3, 4, 13, 5, 14], [7, 7, 13, 9, 14], [12, 14], [4, 5, 6, 7, 8, 9, 10], [3], [11, 13, 3, 14]]
-
-
-def _publish(seed: int):
-    model = build_causal_lm(MODEL, VOCAB, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # larger weights than HF's init: two seeds differ visibly, and top-p cuts
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.2, generator=gen)
-    state = {k: v.detach().numpy() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    return model.eval(), [ray.put(state)]
-
-
-def _teacher_forced(model, prompts, out, temperature: float) -> torch.Tensor:
-    """log p(response token | prefix) under softmax(logits / temperature), per prompt, no KV cache."""
-    rows = []
-    for prompt, resp, mask in zip(prompts, out["responses"], out["mask"]):
-        n = int(mask.sum())
-        ids = torch.tensor(prompt + resp[:n].tolist())[None]
-        with torch.no_grad():
-            logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float()
-        logp = torch.log_softmax(logits / temperature, -1).gather(-1, resp[:n, None]).squeeze(-1)
-        rows.append(torch.nn.functional.pad(logp, (0, resp.shape[0] - n)))
-    return torch.stack(rows)
 
 
 def test_vllm_engine_matches_transformers_and_teacher_forcing(cluster):
@@ -56,7 +31,7 @@ def test_vllm_engine_matches_transformers_and_teacher_forcing(cluster):
     hf_group = WorkerGroup(cluster, RolloutWorker, "hf_rollout", [1], args=(cfg, MODEL, VOCAB, EOS, PAD, 1),
                            init_dist=False)
     try:
-        model_a, refs_a = _publish(seed=11)
+        model_a, refs_a = publish(MODEL, VOCAB, seed=11)
         assert vllm_group.call("load_weights", refs_a, 3).wait() == [3]
         hf_group.call("load_weights", refs_a, 3).wait()
 
@@ -82,16 +57,16 @@ def test_vllm_engine_matches_transformers_and_teacher_forcing(cluster):
 
         # Sampled at temperature 0.7: behaviour log-probs are those of the tempered distribution.
         sampled = vllm_group.call("generate", PROMPTS * 4, seed=5).wait()[0]
-        expected = _teacher_forced(model_a, PROMPTS * 4, sampled, cfg.temperature)
+        expected = teacher_forced(model_a, PROMPTS * 4, sampled, cfg.temperature)
         assert torch.allclose(sampled["logprobs"], expected * sampled["mask"], atol=1e-4)
-        assert not torch.allclose(expected, _teacher_forced(model_a, PROMPTS * 4, sampled, 1.0) * sampled["mask"],
+        assert not torch.allclose(expected, teacher_forced(model_a, PROMPTS * 4, sampled, 1.0) * sampled["mask"],
                                   atol=1e-3)  # the check above would notice raw log-probs
         again = vllm_group.call("generate", PROMPTS * 4, seed=5).wait()[0]
         assert torch.equal(again["responses"], sampled["responses"])  # per-request seeds: reproducible
         assert len({tuple(r.tolist()) for r in sampled["responses"]}) > len(PROMPTS)  # samples of a prompt differ
 
         # A second load replaces the weights in place: new version, new greedy outputs, still equal to HF.
-        model_b, refs_b = _publish(seed=12)
+        model_b, refs_b = publish(MODEL, VOCAB, seed=12)
         assert vllm_group.call("load_weights", refs_b, 4).wait() == [4]
         hf_group.call("load_weights", refs_b, 4).wait()
         greedy_b = vllm_group.call("generate", PROMPTS, greedy=True).wait()[0]
@@ -112,7 +87,7 @@ def test_vllm_step0_ratio_is_one_with_top_p_top_k(cluster):
     group = WorkerGroup(cluster, VLLMRolloutWorker, "vllm_ratio", [0], args=(cfg, MODEL, VOCAB, EOS, PAD, 1),
                         init_dist=False)
     try:
-        model, refs = _publish(seed=11)
+        model, refs = publish(MODEL, VOCAB, seed=11)
         group.call("load_weights", refs, 1).wait()
         prompts = PROMPTS * 4
         out = group.call("generate", prompts, seed=5).wait()[0]
