@@ -6,24 +6,56 @@ naming the problem and exits with code 2 before anything is started or written.
 """
 
 import argparse
+import importlib
 import logging
 import sys
+import threading
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from rlinf.config import RLinfConfig, load_config, to_yaml
 from rlinf.errors import InputError, RunFailure
 from rlinf.placement import Placement, build_placement
 from rlinf.preflight import preflight
-from rlinf.workflows import components_for
+from rlinf.workflows import WORKFLOWS, components_for, workflow_name
+
+logger = logging.getLogger(__name__)
+
+
 
 
 def run_training(cfg: RLinfConfig, placement: Placement, config_name: str = "run", resume: Optional[str] = None) -> Dict:
-    """The runner's loop with the config's workflow (`runner.workflow`, see rlinf.workflows)."""
-    from rlinf.runners.runner import run  # heavy imports only for real runs
-    from rlinf.workflows import make_workflow
+    """The runner's loop with the config's workflow (`runner.workflow`, see rlinf.workflows).
 
-    return run(cfg, placement, make_workflow, config_name, resume)
+    Ray starts in this (the main) thread while a second thread imports the runner's modules: Ray's start
+    (~3 s here) is mostly waiting for its services, the imports (~2 s, torch) are work, so the two
+    overlap. Ray starts in the main thread because its SIGTERM handler, which runs the cleanup, can
+    only be installed there."""
+    from rlinf.scheduler.cluster import Cluster  # Ray without torch (rlinf.scheduler loads lazily)
+
+    modules = ("rlinf.runners.runner", WORKFLOWS[workflow_name(cfg)][0])  # torch, the workflow and its workers
+    importer = threading.Thread(target=_import_modules, args=(modules,), name="rlinf-imports", daemon=True)
+    importer.start()
+    try:
+        cluster = Cluster(cfg.cluster, workers=placement.process_count())
+    finally:
+        importer.join(timeout=cfg.cluster.wait_timeout_s)  # an import error is raised again by the imports below
+    try:
+        from rlinf.runners.runner import run
+        from rlinf.workflows import make_workflow
+    except BaseException:
+        cluster.shutdown()
+        raise
+    return run(cfg, placement, make_workflow, config_name, resume, cluster=cluster)
+
+
+def _import_modules(names: Sequence[str]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # the main thread's own import of it reports the error
+            logger.debug("background import of %s failed", name, exc_info=True)
+            return
 
 
 def _planned(config: str, overrides: List[str], resume: Optional[str]) -> List[str]:

@@ -81,6 +81,10 @@ class Placement:
     def world_size(self, component: str) -> int:
         return len(self.devices[component])
 
+    def process_count(self) -> int:
+        """Worker processes the plan starts: one per rank of every component."""
+        return sum(len(devs) for devs in self.devices.values())
+
     def shares_devices(self, a: str, b: str) -> bool:
         return bool(set(self.devices[a]) & set(self.devices[b]))
 

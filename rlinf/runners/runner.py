@@ -41,7 +41,9 @@ WorkflowFactory = Callable[[RLinfConfig, Placement, Callable], Any]
 
 class Runner:
     def __init__(self, cfg: RLinfConfig, placement: Placement, make_workflow: WorkflowFactory,
-                 config_name: str = "run", resume: Optional[str] = None):
+                 config_name: str = "run", resume: Optional[str] = None, cluster: Optional[Cluster] = None):
+        """`cluster`: one already started for this run (its Ray and files); else `start()` starts one,
+        and `close()` shuts it down either way."""
         self.cfg, self.placement = cfg, placement
         self.events: List[dict] = []
         self.workflow = make_workflow(cfg, placement, self.phase)
@@ -53,7 +55,7 @@ class Runner:
         # A checkpoint lives at <run>/checkpoints/step_N: the resumed run continues <run>.
         self.output_dir = str(self.resume_from.parent.parent) if resume is not None else cfg.runner.output_dir
         self.run_dir: Optional[RunDir] = None
-        self.cluster: Optional[Cluster] = None
+        self.cluster: Optional[Cluster] = cluster
 
     @contextmanager
     def phase(self, name: str, group: str = "controller"):
@@ -68,7 +70,8 @@ class Runner:
         """Cluster, workers, checkpoint (when resuming), and only then the run directory: a checkpoint
         that does not fit the config is bad input found before any file of the run is touched."""
         # The cluster first: an unreachable address is bad input, reported before anything is written.
-        self.cluster = Cluster(self.cfg.cluster)
+        if self.cluster is None:
+            self.cluster = Cluster(self.cfg.cluster, workers=self.placement.process_count())
         if self.resume_from is not None and hasattr(self.workflow, "check_checkpoint"):
             self.workflow.check_checkpoint(str(self.resume_from))  # a checkpoint it cannot load is bad input
         with self.phase("start_workers"):
@@ -199,15 +202,22 @@ def _raise_if_nodes_lost(cluster: Optional[Cluster], failure: BaseException) -> 
 
 
 def run(cfg: RLinfConfig, placement: Placement, make_workflow: WorkflowFactory, config_name: str = "run",
-        resume: Optional[str] = None) -> Dict:
+        resume: Optional[str] = None, cluster: Optional[Cluster] = None) -> Dict:
     """Run to `runner.max_steps`. Any worker-side failure (`RunFailure`: a dead or failing rank of any
     group, a missed deadline, a broken channel or weight sync; or a Ray error) stops every group; with
     restarts left (`runner.max_restarts`) the groups start again from the newest complete checkpoint.
-    The caller's `cfg` is never changed (restarts run on a copy)."""
+    The caller's `cfg` is never changed (restarts run on a copy). `cluster`: started already for the
+    first attempt (it is shut down here in every case); a restart starts a new one."""
     cfg = copy.deepcopy(cfg)
     restarts = 0
     while True:
-        runner = Runner(cfg, placement, make_workflow, config_name, resume)
+        try:
+            runner = Runner(cfg, placement, make_workflow, config_name, resume, cluster=cluster)
+        except BaseException:
+            if cluster is not None:
+                cluster.shutdown()
+            raise
+        cluster = None  # the runner owns it now: its close() shuts it down
         try:
             runner.start()
             summary = runner.fit()

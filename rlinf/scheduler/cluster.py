@@ -28,8 +28,9 @@ A Cluster is the controller's side of one run (see docs/security.md):
 import logging
 import os
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, Iterator, List
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -42,6 +43,7 @@ from rlinf.utils.runfiles import RunFiles, sweep_stale
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "rlinf"
+LOOPBACK = "127.0.0.1"
 # Custom Ray resource by which a node of a CPU cluster declares how many virtual devices it holds.
 DEVICE_RESOURCE = "rlinf_devices"
 # How long a node may take to answer before it counts as lost (Ray itself marks a node dead after
@@ -63,9 +65,15 @@ class Device:
 class Cluster:
     """Owns the Ray connection and the device table for one run."""
 
-    def __init__(self, cfg: ClusterConfig):
+    def __init__(self, cfg: ClusterConfig, workers: int = 0):
+        """`workers`: how many worker processes the run will start. A Ray started here starts that many
+        ahead of time (while the controller still imports and builds its workflow), as its logical CPU
+        count unless `cluster.ray_num_cpus` sets one: rlinf's actors and tasks ask for no CPUs, so the
+        count only sizes that pool."""
         self.cfg = cfg
+        self.workers = workers
         self._started_ray = False
+        self._inherited_env: Dict[str, str] = {}  # what every worker process of the Ray started here has
         sweep_stale()  # files of controllers that were killed before they could clean up
         self.files = RunFiles()  # this run's files; removed in shutdown() and at exit
         self.run_prefix = self.files.prefix
@@ -103,16 +111,21 @@ class Cluster:
         else:
             # Ray 2.60's gRPC services listen on every interface whatever the node IP; its default
             # token authentication guards them. The dashboard (off by default) binds to `host`.
-            # Thread caps are not set here: this process imported torch long ago (too late for
-            # OMP_NUM_THREADS) and its environment is the caller's. Each worker gets them in its own
-            # environment before torch starts (`actor_options`); other Ray actors default to 1.
-            ray.init(
-                address="local",  # a Ray of its own, never one found on this machine (`ray start`, RAY_ADDRESS)
-                num_cpus=cfg.ray_num_cpus,
-                include_dashboard=cfg.dashboard,
-                dashboard_host=cfg.host,
-                **kwargs,
-            )
+            # Ray's processes take this process's environment when they start, and its worker processes
+            # theirs: with the run's worker environment in place while Ray starts, every worker (and
+            # every process Ray starts ahead of time) has it before torch loads, and actors need no
+            # runtime environment of their own (`actor_options`). This process's environment is the
+            # caller's again afterwards.
+            run_env = self._run_env(LOOPBACK)  # one node: Ray started here is this machine's alone
+            with _environment(run_env):
+                ray.init(
+                    address="local",  # a Ray of its own, never one found on this machine (`ray start`, RAY_ADDRESS)
+                    num_cpus=cfg.ray_num_cpus if cfg.ray_num_cpus is not None else max(os.cpu_count() or 1, self.workers),
+                    include_dashboard=cfg.dashboard,
+                    dashboard_host=cfg.host,
+                    **kwargs,
+                )
+            self._inherited_env = run_env
         self._started_ray = True
 
     def _enumerate_devices(self) -> List[Device]:
@@ -160,29 +173,41 @@ class Cluster:
     def device(self, index: int) -> Device:
         return self.devices[index]
 
-    def actor_options(self, index: int, name: str, env: Dict[str, str]) -> dict:
-        """Ray actor options that pin a worker to device `index` with `env` set before it starts."""
+    def worker_env(self, index: int) -> Dict[str, str]:
+        """The environment a worker on device `index` runs with (its identity aside, see `rank_class`):
+        thread caps, the run's file prefix and wait bound, the address its sockets bind to, its GPU."""
         dev = self.devices[index]
-        env = dict(env)
-        env.setdefault("OMP_NUM_THREADS", str(self.cfg.threads_per_worker))
-        env.setdefault("MKL_NUM_THREADS", str(self.cfg.threads_per_worker))
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        env[RUN_PREFIX_ENV] = self.run_prefix  # the worker's shared-memory / temp files carry it
-        env.setdefault("RLINF_WAIT_TIMEOUT_S", str(self.cfg.wait_timeout_s))
         # listening sockets (stores, gloo pairs): loopback unless ranks on other nodes must reach them
-        env.setdefault("RLINF_BIND_HOST", "127.0.0.1" if self.single_node else dev.node_ip)
+        env = self._run_env(LOOPBACK if self.single_node else dev.node_ip)
         if dev.kind == "cuda":
             env["CUDA_VISIBLE_DEVICES"] = str(dev.local_index)
             env["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"] = "1"
-        return dict(
+        return env
+
+    def _run_env(self, bind_host: str) -> Dict[str, str]:
+        return {"OMP_NUM_THREADS": str(self.cfg.threads_per_worker), "MKL_NUM_THREADS": str(self.cfg.threads_per_worker),
+                "OMP_WAIT_POLICY": "PASSIVE", RUN_PREFIX_ENV: self.run_prefix,
+                "RLINF_WAIT_TIMEOUT_S": str(self.cfg.wait_timeout_s), "RLINF_BIND_HOST": bind_host}
+
+    def actor_options(self, index: int, name: str) -> dict:
+        """Ray actor options that pin a worker to device `index`, with `worker_env(index)` set before it starts.
+
+        What the worker processes of a Ray this Cluster started already have (`_inherited_env`, set when
+        Ray started) is not repeated: with nothing left to set (CPU devices), the actor has no runtime
+        environment of its own and takes one of the processes Ray started ahead of time instead of a
+        new one."""
+        env = {k: v for k, v in self.worker_env(index).items() if self._inherited_env.get(k) != v}
+        options = dict(
             name=name,
             namespace=NAMESPACE,
             num_cpus=0,
             num_gpus=0,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=dev.node_id, soft=False),
-            runtime_env={"env_vars": env},
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=self.devices[index].node_id, soft=False),
             max_restarts=0,
         )
+        if env:
+            options["runtime_env"] = {"env_vars": env}
+        return options
 
     @property
     def backend(self) -> str:
@@ -247,6 +272,21 @@ def check_token_auth(required: bool = True) -> bool:
                              "to run without it", key="cluster.ray_token_auth")
         logger.warning("Ray's token authentication is off: any host that reaches Ray's ports can run code here")
     return enabled
+
+
+@contextmanager
+def _environment(env: Dict[str, str]) -> Iterator[None]:
+    """`env` in os.environ inside the block; the variables' previous values (or absence) after it."""
+    before = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -1,8 +1,9 @@
 """Worker: the base class of every rank in a WorkerGroup.
 
-A subclass is an ordinary Python class; `WorkerGroup` turns it into N Ray actors. Before the
-subclass's `__init__` runs, the group has set the rank's identity in its environment
-(RLINF_GROUP, RLINF_RANK, RLINF_WORLD_SIZE, RLINF_DEVICE) and the thread caps, so `Worker.__init__`
+A subclass is an ordinary Python class; `WorkerGroup` turns it into N Ray actors of `rank_class(subclass)`,
+whose constructor puts the rank's identity (RLINF_GROUP, RLINF_RANK, RLINF_WORLD_SIZE, RLINF_DEVICE) in
+the process's environment before the subclass's `__init__` runs; the thread caps and the run's settings
+are in the environment the process started with (see `Cluster.actor_options`). So `Worker.__init__`
 can pin torch threads and pick the device. The group then calls `_rlinf_init_dist` on all ranks to
 create the group's own torch.distributed process group (gloo on CPU, NCCL on GPU).
 
@@ -77,6 +78,42 @@ def gloo_options(host: str, timeout: timedelta):
     opts._devices = [dist.ProcessGroupGloo.create_device(hostname=host)]
     opts._timeout = timeout
     return opts
+
+# The rank's identity, set in its environment by `rank_class` before the worker's own __init__.
+IDENTITY_KEYS = ("RLINF_GROUP", "RLINF_RANK", "RLINF_WORLD_SIZE", "RLINF_DEVICE", "RLINF_NODE_IP")
+_RANK_CLASSES: Dict[type, type] = {}
+
+
+def rank_class(worker_cls: type) -> type:
+    """`worker_cls` with a constructor `(identity, *args, **kwargs)` that first puts `identity` (a dict of
+    IDENTITY_KEYS) in the process's environment, where `Worker.__init__`, the run's file names and any
+    process the rank starts read it.
+
+    The identity travels as an argument, not as a Ray runtime environment, so that a rank can take one
+    of the worker processes Ray starts ahead of time (a process for a runtime environment of its own is
+    always started anew: ~1-2 s of Python and Ray start-up each, on the path to the first step)."""
+    if worker_cls not in _RANK_CLASSES:
+        def __init__(self, identity: Dict[str, str], *args: Any, **kwargs: Any) -> None:
+            unknown = set(identity) - set(IDENTITY_KEYS)
+            if unknown:
+                raise ValueError(f"unknown identity keys {sorted(unknown)}")
+            start = time.time()
+            os.environ.update(identity)
+            worker_cls.__init__(self, *args, **kwargs)
+            # start-up on the timeline: the process (Python, Ray, the class's imports), then the constructor
+            self._events += [{"name": "process_start", "start": _process_start_time(), "end": start},
+                             {"name": "__init__", "start": start, "end": time.time()}]
+
+        _RANK_CLASSES[worker_cls] = type(worker_cls.__name__, (worker_cls,), {
+            "__init__": __init__, "__qualname__": worker_cls.__qualname__, "__module__": worker_cls.__module__})
+    return _RANK_CLASSES[worker_cls]
+
+
+def _process_start_time() -> float:
+    import psutil  # a dependency of Ray
+
+    return psutil.Process().create_time()
+
 
 _DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32,
            torch.int16, torch.int8, torch.uint8, torch.bool]

@@ -24,7 +24,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from rlinf.errors import RunFailure
 from rlinf.scheduler.cluster import Cluster
-from rlinf.scheduler.worker import Worker
+from rlinf.scheduler.worker import Worker, rank_class
 
 logger = logging.getLogger(__name__)
 
@@ -187,14 +187,14 @@ class WorkerGroup:
         self.cluster, self.name, self.devices = cluster, name, list(devices)
         self.worker_cls = worker_cls
         self.timeout = cluster.cfg.wait_timeout_s
-        remote_cls = ray.remote(worker_cls)
+        remote_cls = ray.remote(rank_class(worker_cls))
         self.actors = []
         for rank, dev in enumerate(self.devices):
-            env = {"RLINF_GROUP": name, "RLINF_RANK": str(rank), "RLINF_WORLD_SIZE": str(len(self.devices)),
-                   "RLINF_DEVICE": str(dev), "RLINF_NODE_IP": cluster.device(dev).node_ip}
-            opts = cluster.actor_options(dev, name=f"{name}:{rank}:{id(self)}", env=env)
+            identity = {"RLINF_GROUP": name, "RLINF_RANK": str(rank), "RLINF_WORLD_SIZE": str(len(self.devices)),
+                        "RLINF_DEVICE": str(dev), "RLINF_NODE_IP": cluster.device(dev).node_ip}
+            opts = cluster.actor_options(dev, name=f"{name}:{rank}:{id(self)}")
             opts["max_concurrency"] = getattr(worker_cls, "max_concurrency", 1)
-            self.actors.append(remote_cls.options(**opts).remote(*args, **(kwargs or {})))
+            self.actors.append(remote_cls.options(**opts).remote(identity, *args, **(kwargs or {})))
         self._pending_ping: Optional[_UntimedHandle] = self._call_raw("_rlinf_ping", list(range(self.size)),
                                                                       [()] * self.size)
         self._pending_ping.method = f"__init__ of {worker_cls.__name__}"

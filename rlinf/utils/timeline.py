@@ -30,11 +30,17 @@ def chrome_trace(events: Iterable[dict]) -> dict:
         })
     for group, pid in pids.items():
         trace.append({"name": "process_name", "ph": "M", "pid": pid, "args": {"name": group}})
-    return {"traceEvents": trace, "displayTimeUnit": "ms"}
+    # ts are microseconds since `origin_unix_s` (the first event's start), so other clocks can line up
+    return {"traceEvents": trace, "displayTimeUnit": "ms", "otherData": {"origin_unix_s": t0}}
 
 
 def write_timeline(path: Path, events: Iterable[dict]) -> None:
     Path(path).write_text(json.dumps(chrome_trace(events)))
+
+
+def timeline_origin(path: Path) -> float:
+    """The Unix time (seconds) that a `timeline.json`'s event times count from."""
+    return float(json.loads(Path(path).read_text())["otherData"]["origin_unix_s"])
 
 
 def read_timeline(path: Path) -> List[dict]:

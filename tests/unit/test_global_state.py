@@ -35,14 +35,22 @@ def test_same_seed_same_weights_as_the_former_global_seeding():
 
 
 def test_starting_ray_leaves_the_callers_environment_alone(monkeypatch):
+    """Ray starts inside the run's worker environment (its processes inherit it), and the caller's
+    environment is as it was afterwards."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     calls = []
-    monkeypatch.setattr(cluster_mod.ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(cluster_mod.ray, "init", lambda **kwargs: calls.append((kwargs, dict(os.environ))))
     env_before = dict(os.environ)
     c = cluster_mod.Cluster.__new__(cluster_mod.Cluster)
     c.cfg = ClusterConfig(num_devices=1, threads_per_worker=3)
+    c.run_prefix, c.workers, c._inherited_env = "rlinf-test-prefix", 5, {}
     c._init_ray()
-    assert calls and dict(os.environ) == env_before
+    assert dict(os.environ) == env_before
+    (kwargs, env_during), = calls
+    assert env_during["OMP_NUM_THREADS"] == "3" and env_during["RLINF_RUN_PREFIX"] == "rlinf-test-prefix"
+    assert env_during["RLINF_BIND_HOST"] == "127.0.0.1"
+    assert kwargs["num_cpus"] == max(os.cpu_count(), 5)  # Ray starts a process ahead for each of 5 workers
+    assert c._inherited_env == {k: env_during[k] for k in c._inherited_env} and "OMP_NUM_THREADS" in c._inherited_env
     # (workers get OMP_NUM_THREADS in their own environment: tests/integration/test_worker_group.py
     # test_identity_devices_and_thread_cap)
 
