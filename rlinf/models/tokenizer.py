@@ -64,6 +64,13 @@ class CharTokenizer:
 _GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
+def decode_responses(tok, responses, mask) -> List[str]:
+    """The text of each response row ([N, T] ids, [N, T] mask of its tokens), special tokens skipped. The
+    controller and the reward ranks decode with this one function, so both read the same texts."""
+    return [tok.decode([t for t, keep in zip(row, keep_row) if keep], skip_special_tokens=True)
+            for row, keep_row in zip(responses.tolist(), mask.tolist())]
+
+
 def tokenizer_as_saved(path: str, tok):
     """The tokenizer as it was saved. transformers 5's AutoTokenizer replaces a generic fast tokenizer saved
     beside the config of some model types (qwen2 among them) with that type's own class, which rebuilds

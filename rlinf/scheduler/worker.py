@@ -109,6 +109,23 @@ def rank_class(worker_cls: type) -> type:
     return _RANK_CLASSES[worker_cls]
 
 
+class PeerResult:
+    """Another rank's result of a timed group call, handed over by reference (`GroupHandle.peer_results`):
+    the rank that receives it as an argument fetches it itself from Ray's object store, so the data
+    never passes through the controller and the call can be issued before the result exists."""
+
+    def __init__(self, ref: Any, source: str):
+        self.ref, self.source = ref, source  # source: "group.method[rank]", for errors
+
+    def fetch(self, timeout_s: float) -> Any:
+        import ray
+
+        try:
+            return ray.get(self.ref, timeout=timeout_s)[0]  # (result, start, end) of `_rlinf_execute`
+        except ray.exceptions.GetTimeoutError:
+            raise TimeoutError(f"{self.source} gave no result within {timeout_s:.0f}s") from None
+
+
 def _process_start_time() -> float:
     import psutil  # a dependency of Ray
 
@@ -152,6 +169,8 @@ class Worker:
 
     # ---- timed execution (every group call comes through here) ----------------------------------
     def _rlinf_execute(self, method: str, args: tuple, kwargs: dict) -> Tuple[Any, float, float]:
+        # Results of other ranks passed by reference arrive first; the timed span starts once they have.
+        args = tuple(a.fetch(self.wait_timeout_s) if isinstance(a, PeerResult) else a for a in args)
         start = time.time()
         result = getattr(self, method)(*args, **kwargs)
         end = time.time()

@@ -24,7 +24,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from rlinf.errors import RunFailure
 from rlinf.scheduler.cluster import Cluster
-from rlinf.scheduler.worker import Worker, rank_class
+from rlinf.scheduler.worker import PeerResult, Worker, rank_class
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,11 @@ class GroupHandle:
         self.spans = [(out[1], out[2]) for out in outputs]
         self.durations = [end - start for start, end in self.spans]
         return self._results
+
+    def peer_results(self) -> List[PeerResult]:
+        """Each rank's result by reference, to pass as an argument of another group's call (`call_per_rank`):
+        that rank fetches it itself once it is ready, without a round trip through the controller."""
+        return [PeerResult(ref, f"{self.group}.{self.method}[{rank}]") for ref, rank in zip(self.refs, self.ranks)]
 
     def done(self) -> bool:
         ready, _ = ray.wait(self.refs, num_returns=len(self.refs), timeout=0)
@@ -247,6 +252,15 @@ class WorkerGroup:
             raise ValueError(f"{self.name}.scatter({method}): {len(shards)} shards for {len(ranks)} ranks")
         self._check_method(method)
         return self._call_raw(method, ranks, [(s,) for s in shards], kwargs, timed=True)
+
+    def call_per_rank(self, method: str, per_rank_args: Sequence[tuple], **kwargs: Any) -> GroupHandle:
+        """Run `method(*per_rank_args[i], **kwargs)` on rank i of every rank (a `PeerResult` among the
+        arguments is fetched by the rank before the method runs)."""
+        if len(per_rank_args) != self.size:
+            raise ValueError(f"{self.name}.call_per_rank({method}): {len(per_rank_args)} argument tuples for "
+                             f"{self.size} ranks")
+        self._check_method(method)
+        return self._call_raw(method, list(range(self.size)), [tuple(a) for a in per_rank_args], kwargs, timed=True)
 
     def __getattr__(self, method: str):
         if method.startswith("_") or not callable(getattr(self.__dict__.get("worker_cls"), method, None)):

@@ -59,6 +59,9 @@ def episode_stats(trajectories: List[Trajectory]) -> Dict[str, float]:
 
 
 class AgentWorkflow(ReasoningWorkflow):
+    # Env ranks call the rollout ranks directly, not behind the controller's calls: every load is waited for.
+    settle_weight_loads = True
+
     def __init__(self, cfg: RLinfConfig, placement: Placement, phase):
         _validate_agent(cfg)
         super().__init__(cfg, placement, phase)

@@ -16,7 +16,7 @@ from rlinf.algorithms import ADV_ESTIMATORS, POLICY_LOSSES, AdaptiveKLController
 from rlinf.config import RLinfConfig
 from rlinf.envs.text import TextSample, load_task
 from rlinf.errors import InputError
-from rlinf.models.tokenizer import encode_prompt, load_tokenizer
+from rlinf.models.tokenizer import decode_responses, encode_prompt, load_tokenizer
 from rlinf.placement import Placement
 from rlinf.workflows.batching import (add_advantages, build_lm_batch, concat_rollouts, epoch_batch, shard_rows,
                                       split_even, unshard_rows)
@@ -59,6 +59,9 @@ def _validate_names(cfg: RLinfConfig) -> None:
 
 
 class ReasoningWorkflow(WeightSyncMixin):
+    # The weight load is only issued by sync_weights; generate() queues its rollout calls behind it, then settles.
+    settle_weight_loads = False
+
     def __init__(self, cfg: RLinfConfig, placement: Placement, phase):
         self.cfg, self.placement, self.phase = cfg, placement, phase
         _validate_names(cfg)
@@ -114,6 +117,8 @@ class ReasoningWorkflow(WeightSyncMixin):
         if self.critic is not None:
             critic_setup = self.critic.call("setup")
         reference_setup = self.reference.call("setup") if self.reference is not None else None
+        if self.reward is not None:  # reward ranks decode the rollout ranks' outputs themselves (generate)
+            self.reward.call("attach_tokenizer", tok).wait()
         n_params = self.actor.call("setup").wait()[0]
         if reference_setup is not None:
             reference_setup.wait()
@@ -170,19 +175,30 @@ class ReasoningWorkflow(WeightSyncMixin):
         answers = [s.answer for s in samples for _ in range(n)]
         prompt_texts = [s.prompt for s in samples for _ in range(n)]
         t0 = time.time()
-        outs = self.rollout.scatter("generate", split_even(prompts, self.rollout.size), greedy=greedy,
-                                    seed=seed).wait()
-        rollout = concat_rollouts(outs, self.tokenizer.pad_token_id)
+        generation = self.rollout.scatter("generate", split_even(prompts, self.rollout.size), greedy=greedy,
+                                          seed=seed)
+        # Evaluation (greedy) is scored without adding to a reward model's running normalisation.
+        # With as many reward ranks as rollout ranks, reward rank i scores rollout rank i's responses as
+        # soon as they exist, fetching them itself: the scoring call goes out now, with no controller
+        # round trip between generating and scoring; the controller decodes its copy meanwhile.
+        direct_scores = None
+        if score and self.reward.size == self.rollout.size:
+            shards = zip(generation.peer_results(), split_even(prompt_texts, self.reward.size),
+                         split_even(answers, self.reward.size))
+            direct_scores = self.reward.call_per_rank("score_generation", list(shards), update_stats=not greedy)
+        self.weights.settle()  # the weight load `sync_weights` issued (the generate calls run after it)
+        rollout = concat_rollouts(generation.wait(), self.tokenizer.pad_token_id)
         t1 = time.time()
-        texts = [self.tokenizer.decode([t for t, keep in zip(r, m) if keep], skip_special_tokens=True)
-                 for r, m in zip(rollout["responses"].tolist(), rollout["mask"].tolist())]
+        texts = decode_responses(self.tokenizer, rollout["responses"], rollout["mask"])
         if not score:
             rollout.update(prompts=prompts, texts=texts)
             return rollout
-        items = list(zip(prompt_texts, texts, answers))  # the reward model reads the prompt too
-        # evaluation (greedy) is scored without adding to a reward model's running normalisation
-        scores = [s for part in self.reward.scatter("score", split_even(items, self.reward.size),
-                                                    update_stats=not greedy).wait() for s in part]
+        if direct_scores is not None:
+            scores = [s for part in direct_scores.wait() for s in part]
+        else:
+            items = list(zip(prompt_texts, texts, answers))  # the reward model reads the prompt too
+            scores = [s for part in self.reward.scatter("score", split_even(items, self.reward.size),
+                                                        update_stats=not greedy).wait() for s in part]
         rollout.update(prompts=prompts, texts=texts, scores=torch.tensor(scores, dtype=torch.float32),
                        group_index=torch.arange(len(samples)).repeat_interleave(n),
                        timing={"rollout": t1 - t0, "reward": time.time() - t1})

@@ -33,6 +33,7 @@ class WeightSync:
         self._refs: Optional[List] = None
         self._lock = threading.Lock()
         self.engine: Optional[str] = None  # None (object store), "direct" or "staged"
+        self._unsettled: Optional[tuple] = None  # (handles, version) of a direct load not waited for yet
 
     def use_engine(self, cfg, colocated: bool, staged: bool = False) -> None:
         """Set up the resharding engine between the groups (plans are computed once, here); `staged`
@@ -47,6 +48,7 @@ class WeightSync:
 
     def publish(self, version: int) -> None:
         with self._lock:
+            self._settle_locked()
             if self.published_version == version:
                 return
             if self.engine == "direct":
@@ -59,8 +61,13 @@ class WeightSync:
                     self._refs = [r for per_rank in self.actor.call("export_weights").wait() for r in per_rank]
             self.published_version = version
 
-    def load(self) -> None:
+    def load(self, settle: bool = True) -> None:
+        """With `settle=False` and the direct engine, the transfer is only issued: the caller queues its
+        next rollout call behind it (a rank runs its calls in the order they were issued, so that call
+        runs on the new weights) and then calls `settle()`, which waits for the transfer and checks the
+        versions. That saves the controller's round trip between loading and generating."""
         with self._lock:
+            self._settle_locked()
             version = self.published_version
             if version < 0 or self.synced_version == version:
                 return
@@ -68,19 +75,39 @@ class WeightSync:
                 if self.engine == "staged":
                     versions = self.rollout.call("apply_weights", version).wait()
                 elif self.engine == "direct":
-                    from rlinf.reshard import wait_all
-
-                    _, versions = wait_all([self.actor.call("send_weights", version),
-                                            self.rollout.call("recv_weights", version)])
+                    handles = [self.actor.call("send_weights", version), self.rollout.call("recv_weights", version)]
+                    self._unsettled = (handles, version)
+                    if not settle:
+                        return
+                    self._settle_locked()
+                    return
                 else:
                     versions = self.rollout.call("load_weights", self._refs, version).wait()
-            if set(versions) != {version}:
-                raise RuntimeError(f"rollout ranks report versions {versions}, expected {version}")
-            self.synced_version = version
+            self._check_versions(versions, version)
+
+    def settle(self) -> None:
+        """Wait for a load issued with `settle=False` (nothing to do otherwise)."""
+        with self._lock:
+            self._settle_locked()
+
+    def _settle_locked(self) -> None:
+        if self._unsettled is None:
+            return
+        from rlinf.reshard import wait_all
+
+        (handles, version), self._unsettled = self._unsettled, None
+        _, versions = wait_all(handles)
+        self._check_versions(versions, version)
+
+    def _check_versions(self, versions: List[int], version: int) -> None:
+        if set(versions) != {version}:
+            raise RuntimeError(f"rollout ranks report versions {versions}, expected {version}")
+        self.synced_version = version
 
     def reset(self) -> None:
         """Forget what was published and loaded (after a checkpoint load replaced the actor's weights)."""
         with self._lock:
+            self._settle_locked()
             self.published_version = self.synced_version = -1
             self._refs = None
 
@@ -95,11 +122,16 @@ class WeightSyncMixin:
         """Make the rollout ranks hold the newest weights (publishing the actor's current ones first)."""
         if publish:
             self.weights.publish(self.version)
-        self.weights.load()
+        self.weights.load(settle=self.settle_weight_loads)
+
+    # A workflow whose next rollout call settles the load itself (`WeightSync.load(settle=False)`) sets this
+    # False; every rollout call it issues after `sync_weights` must be followed by `self.weights.settle()`.
+    settle_weight_loads = True
 
     def publish_weights(self) -> None:
         self.weights.publish(self.version)
 
     @property
     def synced_version(self) -> int:
+        self.weights.settle()
         return self.weights.synced_version

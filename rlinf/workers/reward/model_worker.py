@@ -36,6 +36,7 @@ from rlinf.errors import InputError
 from rlinf.models.reward_model import load_reward_model
 from rlinf.models.tokenizer import conversation_ids
 from rlinf.scheduler import Worker
+from rlinf.workers.reward.worker import ScoresGenerations
 from rlinf.workers.reward.verifiers import REWARDS
 from rlinf.workers.reward.worker import MODEL, check_weights
 
@@ -102,7 +103,7 @@ class RunningNorm:
         self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
 
 
-class RewardModelWorker(Worker):
+class RewardModelWorker(ScoresGenerations, Worker):
     # Running normalisation merges statistics over the group's ranks: the group needs a process group.
     INIT_DIST = True
 

@@ -8,11 +8,32 @@ from typing import Dict, List, Sequence
 
 from rlinf.config.schema import RewardConfig
 from rlinf.errors import InputError
+from rlinf.models.tokenizer import decode_responses
 from rlinf.scheduler import Worker
 from rlinf.workers.reward.verifiers import REWARDS
 
 
-class RewardWorker(Worker):
+class ScoresGenerations:
+    """Both reward workers: scoring a rollout rank's output directly (`ReasoningWorkflow.generate` passes
+    it by reference, so the responses go from the rollout rank to this one without the controller)."""
+
+    decode_with = None  # the run's tokenizer (attach_tokenizer)
+
+    def attach_tokenizer(self, tokenizer) -> None:
+        self.decode_with = tokenizer
+
+    def score_generation(self, generation: Dict, prompt_texts: Sequence[str], answers: Sequence,
+                         update_stats: bool = True) -> List[float]:
+        """`score` of a rollout rank's `generate` output, row i with prompt_texts[i] and answers[i]."""
+        if self.decode_with is None:
+            raise RuntimeError("score_generation needs the run's tokenizer: call attach_tokenizer first")
+        texts = decode_responses(self.decode_with, generation["responses"], generation["mask"])
+        if not len(texts) == len(prompt_texts) == len(answers):
+            raise ValueError(f"{len(texts)} responses for {len(prompt_texts)} prompts and {len(answers)} answers")
+        return self.score(list(zip(prompt_texts, texts, answers)), update_stats)
+
+
+class RewardWorker(ScoresGenerations, Worker):
     INIT_DIST = False  # ranks score independently; no collectives
 
     def __init__(self, cfg: RewardConfig):
