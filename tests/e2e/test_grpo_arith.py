@@ -50,7 +50,7 @@ def test_tiny_grpo_run_writes_complete_run_directory(cluster, tmp_path):
     assert (out / "plots" / "timeline.png").stat().st_size > 1000
     assert any((out / "tensorboard").iterdir())
     phases = {e["name"] for e in trace if e["ph"] == "X"}
-    assert {"update", "generate", "send_weights", "recv_weights", "score"} <= phases  # resharding engine
+    assert {"update", "generate", "send_weights", "recv_weights", "score_generation"} <= phases  # resharding engine; reward reads rollout outputs
 
 
 @pytest.mark.extended  # an optional logger's local files: make test-slow

@@ -132,10 +132,13 @@ def test_embodied_policy_engine_sync_is_bit_exact(cluster, colocated, staged):
                       for _ in range(2)]
             actor.scatter("update", shards).wait()
             sync.publish(version)
-            sync.load()
+            # version 2: the load is only issued; a rollout call issued after it runs on the new weights
+            sync.load(settle=version == 1)
+            held_now = rollout.call("state_dict_numpy")
+            sync.settle()
             assert sync.synced_version == version
             want = actor.call("state_dict_numpy", ranks=[0]).wait()[0]
-            for held in rollout.call("state_dict_numpy").wait():
+            for held in held_now.wait():
                 assert set(held) == set(want) and all(np.array_equal(held[k], want[k]) for k in want), version
             out = rollout.call("act", {"obs": np.zeros((2, 3), np.float32), "final_obs": None, "cut": None}).wait()
             assert [o["version"] for o in out] == [version, version]

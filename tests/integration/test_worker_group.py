@@ -133,3 +133,23 @@ def test_pop_events_give_per_rank_phases(pair):
     assert sorted(e["rank"] for e in events) == [0, 1]
     assert all(e["name"] == "sleep" and e["group"] == "echo" and e["start"] <= e["end"] for e in events)
     assert pair.pop_events() == []  # popped: a second call returns only newer events
+
+
+def test_peer_results_pass_from_group_to_group_without_the_controller(cluster, pair):
+    """Rank i of one group reads rank i's result of another group's call, issued before that result exists;
+    the reader's timed span starts once the result has arrived."""
+    other = WorkerGroup(cluster, EchoWorker, "echo2", devices=[0, 1], args=(100,))
+    try:
+        pair.pop_events()
+        slow = pair.call("sleep", 0.3)  # results 0.3 on both ranks
+        added = other.call_per_rank("add", [(r,) for r in slow.peer_results()])  # 100 + 0.3 + rank
+        assert added.wait() == [100.3, 101.3] and slow.wait() == [0.3, 0.3]
+        slow_end = min(end for _, end in slow.spans)
+        assert all(start >= slow_end for start, _ in added.spans)
+        failing = pair.call("fail", "no result")
+        with pytest.raises(WorkerError, match="no result"):  # the producer's error reaches the reader's caller
+            other.call_per_rank("add", [(r,) for r in failing.peer_results()]).wait()
+        with pytest.raises(ValueError, match="1 argument tuples for 2 ranks"):
+            other.call_per_rank("add", [(1,)])
+    finally:
+        other.shutdown()
