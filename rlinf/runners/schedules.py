@@ -56,7 +56,10 @@ class SyncSchedule:
             self.residency.enter(phase, workflow.groups)
 
     def start(self, workflow, start_step: int, max_steps: int) -> None:
-        pass
+        # Without residency changes an update is always followed by a weight sync: a workflow that can
+        # issue that sync behind the update itself (WeightSyncMixin) is told so.
+        if hasattr(workflow, "load_weights_after_update"):
+            workflow.load_weights_after_update = self.residency is None
 
     def next_batch(self, workflow, step: int):
         self.enter(workflow, "sync_weights")

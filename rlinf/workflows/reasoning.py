@@ -229,6 +229,8 @@ class ReasoningWorkflow(WeightSyncMixin):
         actor_handle = self.actor.scatter("update", shard_rows(batch, self.actor.size, pack_a))
         critic_handle = (self.critic.scatter("update", shard_rows(batch, self.critic.size, pack_c))
                          if self.critic else None)
+        if self.load_weights_after_update:  # the new weights go to the rollout ranks as the update ends
+            self.weights.load_after_update(self.version + 1)
         metrics = actor_handle.wait()[0]
         if critic_handle is not None:
             metrics.update(critic_handle.wait()[0])

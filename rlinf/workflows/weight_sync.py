@@ -85,6 +85,22 @@ class WeightSync:
                     versions = self.rollout.call("load_weights", self._refs, version).wait()
             self._check_versions(versions, version)
 
+    def load_after_update(self, version: int) -> bool:
+        """Direct engine only (else nothing happens; returns False): publish `version` and issue its transfer
+        now, while the actor ranks still run the update that makes it. Each rank runs its calls in the
+        order they were issued, so the send starts as soon as the update ends, without a controller round
+        trip; `settle()` (or the next load) waits for it. The caller guarantees that the next thing the
+        rollout ranks need is these weights (the sync schedule without residency changes)."""
+        with self._lock:
+            if self.engine != "direct":
+                return False
+            self._settle_locked()
+            self.published_version = version
+            with self.phase("load_weights"):
+                handles = [self.actor.call("send_weights", version), self.rollout.call("recv_weights", version)]
+            self._unsettled = (handles, version)
+            return True
+
     def settle(self) -> None:
         """Wait for a load issued with `settle=False` (nothing to do otherwise)."""
         with self._lock:
@@ -123,6 +139,10 @@ class WeightSyncMixin:
         if publish:
             self.weights.publish(self.version)
         self.weights.load(settle=self.settle_weight_loads)
+
+    # Set by the sync schedule when nothing moves between an update and the next weight sync (no residency
+    # changes): train() then issues the transfer of the new weights behind the update (load_after_update).
+    load_weights_after_update = False
 
     # A workflow whose next rollout call settles the load itself (`WeightSync.load(settle=False)`) sets this
     # False; every rollout call it issues after `sync_weights` must be followed by `self.weights.settle()`.

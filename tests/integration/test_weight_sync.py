@@ -130,7 +130,11 @@ def test_embodied_policy_engine_sync_is_bit_exact(cluster, colocated, staged):
                        "rewards": rng.normal(size=(4, 8)).astype(np.float32), "dones": np.zeros((4, 8), bool),
                        "final_values": np.zeros((4, 8), np.float32), "bootstrap_values": np.zeros(4, np.float32)}
                       for _ in range(2)]
-            actor.scatter("update", shards).wait()
+            update = actor.scatter("update", shards)
+            # version 2 (direct engine): the transfer is issued while the update runs, queued behind it
+            if version == 2:
+                assert sync.load_after_update(version) == (not staged)
+            update.wait()
             sync.publish(version)
             # version 2: the load is only issued; a rollout call issued after it runs on the new weights
             sync.load(settle=version == 1)
