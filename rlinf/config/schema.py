@@ -236,6 +236,10 @@ class EnvConfig:
     obs_mode: str = _f("state", "Observation mode.", choices=["state", "rgb"])
     rollout_steps: int = _f(128, "Steps every training env takes per training step (rollout horizon T); a step's batch is all envs x T env steps.", min=1)
     eval_episodes: int = _f(10, "Episodes of greedy (deterministic-policy) evaluation at start, every runner.eval_interval and at the end.", min=1)
+    eval_local_policy_max_params: int = _f(2_000_000, "Greedy evaluation inside the env ranks (direct collection) runs on "
+                                           "a copy of the paired rollout rank's policy, fetched once per evaluation, "
+                                           "when the policy has at most this many parameters (no Ray call per env "
+                                           "step); larger policies are asked per step. 0: always ask.", min=0)
     image_size: int = _f(128, "Height = width in pixels of camera images: rgb observations and the frames of "
                          "env.render() (videos).", min=16)
     reward_mode: Optional[str] = _f(None, "ManiSkill reward: dense, normalized_dense (dense scaled to [0, 1]), sparse "

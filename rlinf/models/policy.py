@@ -81,6 +81,15 @@ def policy_spec(cfg: ModelConfig, spec: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # ---- observations -----------------------------------------------------------------------------------
+def greedy_actions(model: torch.nn.Module, obs: Union[np.ndarray, Dict[str, np.ndarray]], device: Any = "cpu") -> np.ndarray:
+    """The mode actions (argmax / mean) of `model` for env observations `obs`: what the rollout rank's
+    `act(greedy=True)` answers, computed by the same `model.act` (the generator plays no part in a greedy
+    action), used by env ranks that evaluate on a local copy of the policy."""
+    with torch.no_grad():
+        actions, _, _ = model.act(to_tensors(obs, device), greedy=True)
+    return actions.cpu().numpy()
+
+
 def to_tensors(obs: Union[np.ndarray, Dict[str, np.ndarray]], device: Any = "cpu") -> TensorObs:
     """Env observations (numpy, see rlinf.envs.obs) -> the policy's input batch on `device`."""
     if isinstance(obs, dict):

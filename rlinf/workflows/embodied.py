@@ -453,7 +453,8 @@ class EmbodiedWorkflow(WeightSyncMixin):
         one `EnvWorker.run_eval` per env rank, which asks its rollout rank for the greedy actions itself.
         Env rank r's rows go to rollout rank r on both paths (the eval envs per rank, min(num_envs, count),
         are np.array_split's contiguous split), so the episodes and their order are the same."""
-        handle = self.env.scatter("run_eval", counts, ranks=ranks, seed=seed, max_decisions=EVAL_MAX_STEPS)
+        handle = self.env.scatter("run_eval", counts, ranks=ranks, seed=seed, max_decisions=EVAL_MAX_STEPS,
+                                  local_policy_max_params=self.cfg.env.eval_local_policy_max_params)
         # the loop's bound, one group wait per step over at most EVAL_MAX_STEPS steps (each act inside is bounded)
         results = handle.wait(timeout=self.env.timeout * (EVAL_MAX_STEPS + 1))
         return results, all(res["finished"] for res in results)

@@ -1,5 +1,6 @@
 """Greedy evaluation inside the env workers (sync schedule, one pipeline stage, env ranks == rollout ranks):
-one `EnvWorker.run_eval` per env rank, which asks its paired rollout rank for the greedy actions itself, gives
+one `EnvWorker.run_eval` per env rank, which takes the greedy actions from its paired rollout rank's policy itself
+(a local copy of a small policy, or a direct call per step), gives
 the same episodes, in the same order, as the controller-driven loop (a greedy `act` and an `eval_step` per env
 step), on a discrete and a continuous MLP task and on LIBERO with the tiny VLA (dict observations), with
 uneven quotas and with an idle env rank; both paths keep raising a clear error at the EVAL_MAX_STEPS bound.
@@ -42,6 +43,11 @@ def _events(wf):
     return {e["name"] for rank_events in wf.env.call("_rlinf_pop_events").wait() for e in rank_events}
 
 
+def _rollout_calls(wf):
+    """Names of the calls the rollout ranks ran since the last look (env ranks' direct calls included)."""
+    return {e["name"] for rank_events in wf.rollout.call("_rlinf_pop_events").wait() for e in rank_events}
+
+
 def _evaluate(wf, direct):
     wf.direct = direct
     _events(wf)
@@ -65,10 +71,18 @@ def test_direct_evaluation_matches_the_controller_loop(cluster, tmp_path, monkey
         wf.start(cluster)
         assert wf.direct and wf.env.size == wf.rollout.size == 2
         wf.train(wf.collect(0))  # a trained policy, not the initial one
+        wf.rollout.call("_rlinf_pop_events").wait()
         direct, direct_eps = _evaluate(wf, True)
+        # a small policy: each env rank fetched a copy once and asked its rollout rank nothing else
+        calls = _rollout_calls(wf)
+        assert "policy_snapshot" in calls and "act" not in calls, calls
         loop, loop_eps = _evaluate(wf, False)
         assert direct == loop and direct_eps == loop_eps
         assert direct["num_episodes"] == total
+        cfg.env.eval_local_policy_max_params = 0  # asked per decision: the same episodes again
+        _rollout_calls(wf)
+        asked, asked_eps = _evaluate(wf, True)
+        assert asked == loop and asked_eps == loop_eps and {"policy_snapshot", "act"} <= _rollout_calls(wf)
         assert [len(e["returns"]) for e in direct_eps] == [total // 2 + total % 2, total // 2]
 
         cfg.env.eval_episodes = 1  # env rank 1 has no episode: only rank 0 evaluates

@@ -25,7 +25,7 @@ this rank's evaluation episodes to the end, asking the same rollout rank for gre
 
 import logging
 from collections import defaultdict
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -54,6 +54,7 @@ class EnvWorker(Worker):
         self.envs = [make_vector_env(cfg, self.per_stage) for _ in range(stages)]
         self.eval_env = None  # built at the first eval_reset
         self.rollout: Optional[Any] = None  # the Ray actor of the paired rollout rank (direct collection)
+        self._eval_policy: Optional[Any] = None  # local copy of a small policy for greedy evaluation
         self._eval_left = np.zeros(0, dtype=np.int64)
         self._eval_stats: Dict[str, list] = {}
 
@@ -247,22 +248,42 @@ class EnvWorker(Worker):
         """returns, lengths and successes (empty if the task reports none) of the counted episodes."""
         return self._eval_stats
 
-    def run_eval(self, episodes: int, seed: int, max_decisions: int) -> Dict[str, Any]:
+    def run_eval(self, episodes: int, seed: int, max_decisions: int, local_policy_max_params: int = 0) -> Dict[str, Any]:
         """This rank's whole greedy evaluation without the controller (after `connect`): `eval_reset(episodes,
-        seed)`, then `eval_step` with the greedy actions of the paired rollout rank (direct Ray call, bounded
-        wait) until every quota is met, at most `max_decisions` decisions. The rollout rank gets the rows the
-        controller-driven loop would give it, so the episodes are the same. Returns `eval_results()` plus
+        seed)`, then `eval_step` with the greedy actions of the paired rollout rank's policy until every quota
+        is met, at most `max_decisions` decisions: on a local copy when the policy has at most
+        `local_policy_max_params` parameters, else by a direct Ray call per decision (bounded wait). Either
+        way the policy gets the rows the controller-driven loop would give the rollout rank, so the episodes
+        are the same. Returns `eval_results()` plus
         finished (False: stopped at `max_decisions` with episodes left; the caller reports it)."""
         if self.rollout is None:
             raise RuntimeError(f"{self.name}: run_eval before connect()")
+        actions_for = self._greedy_policy(local_policy_max_params)
         obs, finished = self.eval_reset(episodes, seed), False
         for _ in range(max_decisions):
-            act = self.call_peer(self.rollout, "act", {"obs": obs, "final_obs": None, "cut": None}, greedy=True)
-            out = self.eval_step(act["actions"])
+            out = self.eval_step(actions_for(obs))
             obs, finished = out["obs"], out["finished"]
             if finished:
                 break
         return {**self.eval_results(), "finished": finished}
+
+    def _greedy_policy(self, max_params: int) -> Callable[[obs_ops.Obs], np.ndarray]:
+        """Greedy actions for an evaluation: from a local copy of the paired rollout rank's policy, fetched
+        now, when it has at most `max_params` parameters (`env.eval_local_policy_max_params`; same
+        `model.act` on the same weights and rows, so the same actions); else one direct call to the rollout
+        rank per decision."""
+        snapshot = self.call_peer(self.rollout, "policy_snapshot", max_params)
+        if snapshot is None:
+            return lambda obs: self.call_peer(self.rollout, "act", {"obs": obs, "final_obs": None, "cut": None},
+                                              greedy=True)["actions"]
+        from rlinf.models.lora import load_weights
+        from rlinf.models.policy import build_policy, greedy_actions
+
+        if self._eval_policy is None:
+            self._eval_policy = build_policy(snapshot["model_cfg"], snapshot["spec"], snapshot["seed"]).to(self.device)
+            self._eval_policy.eval()
+        load_weights(self._eval_policy, {k: v.to(self.device) for k, v in snapshot["state"].items()})
+        return lambda obs: greedy_actions(self._eval_policy, obs, self.device)
 
     def _rlinf_shutdown(self) -> None:
         for env in self.envs + ([self.eval_env] if self.eval_env is not None else []):

@@ -28,6 +28,7 @@ class PolicyRolloutWorker(ModuleReshardTarget, Worker):
 
     def __init__(self, model_cfg: ModelConfig, spec: Dict[str, object], seed: int):
         super().__init__()
+        self.model_cfg, self.spec, self.seed = model_cfg, spec, seed
         self.model = build_policy(model_cfg, spec, seed).to(self.device).eval()
         self.generator = torch.Generator(device=self.device).manual_seed(seed * 1000 + self.rank)
         self.version = -1
@@ -74,6 +75,15 @@ class PolicyRolloutWorker(ModuleReshardTarget, Worker):
                 final_values[rows] = np.where(cut[rows], v.reshape(len(v), -1)[:, :1], 0.0)
             out["final_values"] = final_values
         return out
+
+    def policy_snapshot(self, max_params: int) -> Optional[Dict[str, object]]:
+        """What an env rank needs to evaluate on its own copy of this policy (`EnvWorker.run_eval`): the model
+        config, task spec and seed it was built from, the weights (full state dict, CPU tensors) and their
+        version; None when the policy has more than `max_params` parameters."""
+        if sum(p.numel() for p in self.model.parameters()) > max_params:
+            return None
+        return {"model_cfg": self.model_cfg, "spec": self.spec, "seed": self.seed, "version": self.version,
+                "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
 
     def get_rng_state(self) -> torch.Tensor:
         """State of the action-sampling generator (checkpoints: a resumed run samples the same actions)."""
