@@ -323,7 +323,10 @@ class EmbodiedWorkflow(WeightSyncMixin):
                   for idx in np.array_split(np.arange(n), self.actor.size)]
         t0 = time.time()
         with self.phase("train"):
-            metrics = self.actor.scatter("update", shards).wait()[0]
+            update = self.actor.scatter("update", shards)
+            if self.load_weights_after_update:  # the new weights go to the rollout ranks as the update ends
+                self.weights.load_after_update(self.version + 1)
+            metrics = update.wait()[0]
         self.version += 1
         metrics.update({
             "samples": float(n * T),
