@@ -9,7 +9,6 @@ import argparse
 import importlib
 import logging
 import sys
-import threading
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -29,17 +28,12 @@ def run_training(cfg: RLinfConfig, placement: Placement, config_name: str = "run
 
     Ray starts in this (the main) thread while a second thread imports the runner's modules: Ray's start
     (~3 s here) is mostly waiting for its services, the imports (~2 s, torch) are work, so the two
-    overlap. Ray starts in the main thread because its SIGTERM handler, which runs the cleanup, can
-    only be installed there."""
+    overlap (`Cluster(while_starting=...)`). Ray starts in the main thread because its SIGTERM handler,
+    which runs the cleanup, can only be installed there."""
     from rlinf.scheduler.cluster import Cluster  # Ray without torch (rlinf.scheduler loads lazily)
 
     modules = ("rlinf.runners.runner", WORKFLOWS[workflow_name(cfg)][0])  # torch, the workflow and its workers
-    importer = threading.Thread(target=_import_modules, args=(modules,), name="rlinf-imports", daemon=True)
-    importer.start()
-    try:
-        cluster = Cluster(cfg.cluster, workers=placement.process_count())
-    finally:
-        importer.join(timeout=cfg.cluster.wait_timeout_s)  # an import error is raised again by the imports below
+    cluster = Cluster(cfg.cluster, workers=placement.process_count(), while_starting=lambda: _import_modules(modules))
     try:
         from rlinf.runners.runner import run
         from rlinf.workflows import make_workflow

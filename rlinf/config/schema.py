@@ -34,7 +34,7 @@ class ClusterConfig:
         "share the actor's devices.",
         factory=dict,
     )
-    threads_per_worker: int = _f(1, "torch / OpenMP threads per worker process (avoid oversubscribing cores).", min=1)
+    threads_per_worker: int = _f(1, "torch / OpenMP threads per worker process, and of the controller of `python -m rlinf.run` (avoid oversubscribing cores).", min=1)
     wait_timeout_s: float = _f(600.0, "Upper bound, in seconds, on any single wait for a worker group call.", min=1.0)
     ray_num_cpus: Optional[int] = _f(None, "Logical CPUs the embedded Ray advertises (null: Ray's default).", min=1)
     ray_token_auth: bool = _f(True, "Require Ray's token authentication (RAY_AUTH_MODE=token, Ray's default): Ray's "

@@ -28,9 +28,10 @@ A Cluster is the controller's side of one run (see docs/security.md):
 import logging
 import os
 import socket
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List, Optional
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -65,11 +66,16 @@ class Device:
 class Cluster:
     """Owns the Ray connection and the device table for one run."""
 
-    def __init__(self, cfg: ClusterConfig, workers: int = 0):
+    def __init__(self, cfg: ClusterConfig, workers: int = 0, while_starting: Optional[Callable[[], None]] = None):
         """`workers`: how many worker processes the run will start. A Ray started here starts that many
         ahead of time (while the controller still imports and builds its workflow), as its logical CPU
         count unless `cluster.ray_num_cpus` sets one: rlinf's actors and tasks ask for no CPUs, so the
-        count only sizes that pool."""
+        count only sizes that pool (Ray's own default would follow the machine's cores).
+        `while_starting`: work for a second thread while Ray starts (the controller's imports: Ray's start
+        is mostly waiting). It runs inside the worker environment a Ray started here is given (thread
+        caps included: torch imported there runs with `cluster.threads_per_worker` threads), so this
+        process's environment never changes while another thread reads it; it is joined, within
+        `cluster.wait_timeout_s`, before the environment is put back."""
         self.cfg = cfg
         self.workers = workers
         self._started_ray = False
@@ -79,7 +85,9 @@ class Cluster:
         self.run_prefix = self.files.prefix
         try:
             if not ray.is_initialized():
-                self._init_ray()
+                self._init_ray(while_starting)
+            elif while_starting is not None:
+                while_starting()
             check_token_auth(cfg.ray_token_auth)
         except BaseException:
             self.shutdown()
@@ -89,7 +97,7 @@ class Cluster:
         self.single_node = len({d.node_id for d in self.devices}) == 1
         logger.info("cluster: %d %s device(s)", len(self.devices), self.device_type)
 
-    def _init_ray(self) -> None:
+    def _init_ray(self, while_starting: Optional[Callable[[], None]] = None) -> None:
         cfg = self.cfg
         if cfg.ray_token_auth and os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
             raise InputError(f"RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']} turns off Ray's token authentication; "
@@ -105,7 +113,8 @@ class Cluster:
                                  "cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN), as its nodes were started "
                                  "with; or set cluster.ray_token_auth=false", key="cluster.address")
             try:
-                ray.init(address=cfg.address, **kwargs)
+                with _alongside(while_starting, cfg.wait_timeout_s):
+                    ray.init(address=cfg.address, **kwargs)
             except (ConnectionError, ValueError, RuntimeError) as e:
                 raise InputError(f"cannot reach Ray cluster at '{cfg.address}': {e}", key="cluster.address") from None
         else:
@@ -117,10 +126,11 @@ class Cluster:
             # runtime environment of their own (`actor_options`). This process's environment is the
             # caller's again afterwards.
             run_env = self._run_env(LOOPBACK)  # one node: Ray started here is this machine's alone
-            with _environment(run_env):
+            num_cpus = cfg.ray_num_cpus if cfg.ray_num_cpus is not None else (self.workers or None)
+            with _environment(run_env), _alongside(while_starting, cfg.wait_timeout_s):
                 ray.init(
                     address="local",  # a Ray of its own, never one found on this machine (`ray start`, RAY_ADDRESS)
-                    num_cpus=cfg.ray_num_cpus if cfg.ray_num_cpus is not None else max(os.cpu_count() or 1, self.workers),
+                    num_cpus=num_cpus,
                     include_dashboard=cfg.dashboard,
                     dashboard_host=cfg.host,
                     **kwargs,
@@ -287,6 +297,23 @@ def _environment(env: Dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def _alongside(work: Optional[Callable[[], None]], timeout_s: float) -> Iterator[None]:
+    """`work()` in a second thread while the block runs; joined (at most `timeout_s`) when it ends."""
+    if work is None:
+        yield
+        return
+    thread = threading.Thread(target=work, name="rlinf-while-ray-starts", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join(timeout_s)
+    if thread.is_alive():
+        raise RunFailure(f"the controller's work while Ray started was still running after {timeout_s:.0f} s "
+                         "(cluster.wait_timeout_s)")
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -2,6 +2,7 @@
 tensor) or as a target of the resharding engine (`ModuleReshardTarget`)."""
 
 import warnings
+from datetime import timedelta
 from typing import Dict, Optional
 
 import numpy as np
@@ -29,6 +30,16 @@ def fetch_state_dict(ref, timeout_s: Optional[float] = None) -> Dict[str, torch.
         return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
 
 
+def queued_recv_args(reshard, sender_busy_s: float) -> dict:
+    """`ReshardTarget.recv` arguments for a receive issued while the sender may still be busy for up to
+    `sender_busy_s` seconds (a transfer queued behind the actor's update, `WeightSync.load_after_update`):
+    the wait for the first message gets that much longer than `reshard.timeout_s`."""
+    if sender_busy_s <= 0:
+        return {}
+    return {"header_timeout": reshard.link.timeout + timedelta(seconds=sender_busy_s),
+            "header_key": "reshard.timeout_s + cluster.wait_timeout_s"}
+
+
 class ModuleReshardTarget:
     """Mixin for a rollout worker whose `self.model` (a torch module) reads its weights from the resharding
     engine's receive buffers. The controller owns the phase transitions: it calls `setup_reshard` once,
@@ -43,8 +54,9 @@ class ModuleReshardTarget:
         bind_module(self.model, self.reshard.tensors)
         return self.reshard.handle()
 
-    def recv_weights(self, version: int) -> int:
-        self.version = self.reshard.recv(version)
+    def recv_weights(self, version: int, sender_busy_s: float = 0.0) -> int:
+        """Receive weights `version` (direct sync); `sender_busy_s`: see `queued_recv_args`."""
+        self.version = self.reshard.recv(version, **queued_recv_args(self.reshard, sender_busy_s))
         return self.version
 
     def apply_weights(self, version: int) -> int:

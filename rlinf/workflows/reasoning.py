@@ -177,6 +177,7 @@ class ReasoningWorkflow(WeightSyncMixin):
         t0 = time.time()
         generation = self.rollout.scatter("generate", split_even(prompts, self.rollout.size), greedy=greedy,
                                           seed=seed)
+        self.weights.settle()  # the weight load `sync_weights` issued (the generate calls run after it)
         # Evaluation (greedy) is scored without adding to a reward model's running normalisation.
         # With as many reward ranks as rollout ranks, reward rank i scores rollout rank i's responses as
         # soon as they exist, fetching them itself: the scoring call goes out now, with no controller
@@ -186,7 +187,6 @@ class ReasoningWorkflow(WeightSyncMixin):
             shards = zip(generation.peer_results(), split_even(prompt_texts, self.reward.size),
                          split_even(answers, self.reward.size))
             direct_scores = self.reward.call_per_rank("score_generation", list(shards), update_stats=not greedy)
-        self.weights.settle()  # the weight load `sync_weights` issued (the generate calls run after it)
         rollout = concat_rollouts(generation.wait(), self.tokenizer.pad_token_id)
         t1 = time.time()
         texts = decode_responses(self.tokenizer, rollout["responses"], rollout["mask"])

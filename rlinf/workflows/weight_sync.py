@@ -97,7 +97,9 @@ class WeightSync:
             self._settle_locked()
             self.published_version = version
             with self.phase("load_weights"):
-                handles = [self.actor.call("send_weights", version), self.rollout.call("recv_weights", version)]
+                # the receivers wait for the first message as long as the update may take, on top
+                handles = [self.actor.call("send_weights", version),
+                           self.rollout.call("recv_weights", version, sender_busy_s=self.actor.timeout)]
             self._unsettled = (handles, version)
             return True
 

@@ -44,12 +44,14 @@ def test_starting_ray_leaves_the_callers_environment_alone(monkeypatch):
     c = cluster_mod.Cluster.__new__(cluster_mod.Cluster)
     c.cfg = ClusterConfig(num_devices=1, threads_per_worker=3)
     c.run_prefix, c.workers, c._inherited_env = "rlinf-test-prefix", 5, {}
-    c._init_ray()
+    seen_by_work = []
+    c._init_ray(while_starting=lambda: seen_by_work.append(os.environ.get("OMP_NUM_THREADS")))
     assert dict(os.environ) == env_before
+    assert seen_by_work == ["3"]  # the work beside Ray's start runs inside the worker environment, never as it changes
     (kwargs, env_during), = calls
     assert env_during["OMP_NUM_THREADS"] == "3" and env_during["RLINF_RUN_PREFIX"] == "rlinf-test-prefix"
     assert env_during["RLINF_BIND_HOST"] == "127.0.0.1"
-    assert kwargs["num_cpus"] == max(os.cpu_count(), 5)  # Ray starts a process ahead for each of 5 workers
+    assert kwargs["num_cpus"] == 5  # Ray starts a process ahead for each of 5 workers
     assert c._inherited_env == {k: env_during[k] for k in c._inherited_env} and "OMP_NUM_THREADS" in c._inherited_env
     # (workers get OMP_NUM_THREADS in their own environment: tests/integration/test_worker_group.py
     # test_identity_devices_and_thread_cap)

@@ -28,7 +28,7 @@ import torch
 from rlinf.config.schema import ModelConfig, RolloutConfig
 from rlinf.errors import InputError
 from rlinf.scheduler import Worker
-from rlinf.workers.weights import fetch_state_dict
+from rlinf.workers.weights import fetch_state_dict, queued_recv_args
 
 logger = logging.getLogger(__name__)
 
@@ -174,8 +174,8 @@ class VLLMRolloutWorker(Worker):
                                      cfg.timeout_s, staged=staged, idle_timeout_s=cfg.idle_timeout_s)
         return self.reshard.handle()
 
-    def recv_weights(self, version: int) -> int:
-        received = self.reshard.recv(version)
+    def recv_weights(self, version: int, sender_busy_s: float = 0.0) -> int:
+        received = self.reshard.recv(version, **queued_recv_args(self.reshard, sender_busy_s))
         self._reload(self.reshard.tensors)
         self.version = received
         return self.version
