@@ -21,8 +21,6 @@ from rlinf.workflows import WORKFLOWS, components_for, workflow_name
 logger = logging.getLogger(__name__)
 
 
-
-
 def run_training(cfg: RLinfConfig, placement: Placement, config_name: str = "run", resume: Optional[str] = None) -> Dict:
     """The runner's loop with the config's workflow (`runner.workflow`, see rlinf.workflows).
 
