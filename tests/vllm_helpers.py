@@ -8,15 +8,21 @@ from rlinf.config import ModelConfig
 from rlinf.models.causal_lm import build_causal_lm
 
 
-def publish(model_cfg: ModelConfig, vocab: int, seed: int):
-    """A tiny model with large weights (two seeds differ visibly, and top-p cuts); returns it and [ref of its
-    state] as the rollout's `load_weights` takes it."""
+def peaked_causal_lm(model_cfg: ModelConfig, vocab: int, seed: int, std: float):
+    """A tiny LM whose matrices are redrawn with a larger `std` than HF's init (seeded), so its next-token
+    distributions are peaked: two seeds differ visibly and top-p cuts into a small set."""
     model = build_causal_lm(model_cfg, vocab, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2:
-                p.normal_(0.0, 0.2, generator=gen)
+                p.normal_(0.0, std, generator=gen)
+    return model.eval()
+
+
+def publish(model_cfg: ModelConfig, vocab: int, seed: int):
+    """`peaked_causal_lm` (std 0.2); returns it and [ref of its state] as the rollout's `load_weights` takes it."""
+    model = peaked_causal_lm(model_cfg, vocab, seed, 0.2)
     state = {k: v.detach().numpy() for k, v in model.state_dict().items() if k != "lm_head.weight"}
     return model.eval(), [ray.put(state)]
 

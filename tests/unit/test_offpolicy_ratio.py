@@ -8,10 +8,10 @@ import torch
 
 from rlinf.algorithms import entropy_from_logits, logprobs_from_logits
 from rlinf.config import ActorConfig, AlgorithmConfig, ModelConfig
-from rlinf.models.causal_lm import build_causal_lm
 from rlinf.workflows.batching import build_lm_batch
 from rlinf.workers.actor.fsdp_actor import ActorWorker
 from rlinf.workers.rollout.sampling import SamplingParams, sample, sampling_logits, sampling_logprobs, sampling_support
+from tests.vllm_helpers import peaked_causal_lm
 
 VOCAB, EOS, PAD = 16, 2, 0
 MODEL = ModelConfig(hidden_size=32, num_layers=1, num_heads=2)
@@ -74,13 +74,7 @@ def test_tis_keeps_decoupled_ppo():
 
 def _peaked_model(seed: int):
     """A tiny random LM with larger weights than HF's init, so top-p 0.9 cuts into a top-5 set."""
-    model = build_causal_lm(MODEL, VOCAB, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.3, generator=gen)
-    return model.eval()
+    return peaked_causal_lm(MODEL, VOCAB, seed, 0.3)
 
 
 def test_actor_logprobs_equal_sampler_behaviour_logprobs_with_top_p_top_k():
