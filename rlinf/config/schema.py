@@ -59,6 +59,10 @@ class RunnerConfig:
                        "in an env group) or sft (supervised fine-tuning on conversations).",
                        choices=["auto", "reasoning", "embodied", "reward_model", "agent", "sft"])
     schedule: str = _f("auto", "Training schedule: auto (from placement and max_staleness), sync, async or pipeline.", choices=["auto", "sync", "async", "pipeline"])
+    collect_ahead: bool = _f(True, "Sync schedule without offload (reasoning workflow, no dynamic sampling): train() "
+                             "issues the next step's generation behind the transfer of the weights its update "
+                             "makes, so it starts when they arrive. Same samples and weights; a batch issued for "
+                             "a step that never runs (early stopping) is counted as dropped/unconsumed_at_stop.")
     seed: int = _f(1, "Global random seed.", min=0)
     log_interval: int = _f(1, "Log metrics every N steps.", min=1)
     progress_bar: bool = _f(True, "Show a console progress bar.")

@@ -45,9 +45,10 @@ class SyncSchedule:
 
     name = "sync"
 
-    def __init__(self, residency: Optional[Residency] = None):
-        self.summary: dict = {}  # per instance: nothing to report, but never shared between runs
+    def __init__(self, residency: Optional[Residency] = None, collect_ahead: bool = False):
+        self.summary: dict = {}  # per instance (never shared between runs): `dropped/...` when a stop drops a batch
         self.residency = residency
+        self.collect_ahead = collect_ahead
 
     def enter(self, workflow, phase: str) -> None:
         """Make the groups `phase` needs resident (see rlinf.runners.residency); the runner calls it
@@ -60,6 +61,11 @@ class SyncSchedule:
         # issue that sync behind the update itself (WeightSyncMixin) is told so.
         if hasattr(workflow, "load_weights_after_update"):
             workflow.load_weights_after_update = self.residency is None
+        # Then the next step's generation can be issued behind that sync too (runner.collect_ahead); a batch
+        # issued for a step that never runs is counted as dropped at stop.
+        if getattr(workflow, "collects_ahead", False):
+            ahead = self.collect_ahead and self.residency is None
+            workflow.collect_ahead_until = max_steps if ahead else None
 
     def next_batch(self, workflow, step: int):
         self.enter(workflow, "sync_weights")
@@ -73,10 +79,15 @@ class SyncSchedule:
         pass
 
     def stop(self, workflow) -> None:
-        pass
+        dropped = workflow.discard_ahead() if hasattr(workflow, "discard_ahead") else 0
+        if dropped:
+            key = "dropped/unconsumed_at_stop"
+            self.summary[key] = self.summary.get(key, 0) + dropped
 
     def save_checkpoint(self, workflow, path: str) -> None:
-        workflow.save_checkpoint(path)  # nothing in flight between steps: the workflow's state is all
+        # Between steps only a generation issued ahead can be in flight; it changes no state a checkpoint holds
+        # (rollout ranks keep none, and its scoring waits for the next collect): the workflow's state is all.
+        workflow.save_checkpoint(path)
 
     def load_checkpoint(self, path: str, step: int) -> None:
         state = _saved_batches(path)
@@ -442,7 +453,7 @@ def make_schedule(cfg: RLinfConfig, placement: Placement):
     if name == "auto":
         name = "sync" if cfg.algorithm.max_staleness == 0 else "async"
     if name == "sync":
-        return SyncSchedule(_residency(cfg, placement))
+        return SyncSchedule(_residency(cfg, placement), collect_ahead=cfg.runner.collect_ahead)
     if name == "async":
         return AsyncSchedule(cfg.algorithm.max_staleness, cfg.cluster.wait_timeout_s,
                              checkpoints=cfg.runner.save_interval > 0)

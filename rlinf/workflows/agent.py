@@ -61,6 +61,7 @@ def episode_stats(trajectories: List[Trajectory]) -> Dict[str, float]:
 class AgentWorkflow(ReasoningWorkflow):
     # Env ranks call the rollout ranks directly, not behind the controller's calls: every load is waited for.
     settle_weight_loads = True
+    collects_ahead = False  # the env ranks issue the rollout calls, not the controller
 
     def __init__(self, cfg: RLinfConfig, placement: Placement, phase):
         _validate_agent(cfg)

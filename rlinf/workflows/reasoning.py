@@ -7,6 +7,7 @@ Phases the runner and its schedule call: `sync_weights`, `collect(step)` (genera
 import logging
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -22,7 +23,7 @@ from rlinf.workflows.batching import (add_advantages, build_lm_batch, concat_rol
                                       split_even, unshard_rows)
 from rlinf.workflows.dynamic_sampling import collect_dynamic
 from rlinf.workflows.weight_sync import WeightSync, WeightSyncMixin
-from rlinf.scheduler import Cluster, WorkerGroup
+from rlinf.scheduler import Cluster, GroupHandle, WorkerGroup
 from rlinf.workers.actor.fsdp_actor import ActorWorker
 from rlinf.workers.critic.fsdp_critic import CriticWorker, check_critic_init
 from rlinf.workers.reference.worker import ReferenceWorker
@@ -58,9 +59,27 @@ def _validate_names(cfg: RLinfConfig) -> None:
                          "or vllm)", key="rollout.engine")
 
 
+@dataclass
+class IssuedGeneration:
+    """Rollout calls issued and not waited for yet (`ReasoningWorkflow.issue_generation`)."""
+    handle: GroupHandle
+    prompts: List[List[int]]  # prompt token ids, one row per response
+    answers: list
+    prompt_texts: List[str]
+    num_samples: int
+    n: int  # responses per sample
+    greedy: bool
+    issued_at: float
+    ahead_of_step: Optional[int] = None  # issued by the previous step's train() for this step (collect ahead)
+
+
 class ReasoningWorkflow(WeightSyncMixin):
     # The weight load is only issued by sync_weights; generate() queues its rollout calls behind it, then settles.
     settle_weight_loads = False
+    # The sync schedule may let train() issue the next step's generation (`collect_next_ahead`); it then sets
+    # `collect_ahead_until` to the step the run ends before.
+    collects_ahead = True
+    collect_ahead_until: Optional[int] = None
 
     def __init__(self, cfg: RLinfConfig, placement: Placement, phase):
         self.cfg, self.placement, self.phase = cfg, placement, phase
@@ -78,6 +97,9 @@ class ReasoningWorkflow(WeightSyncMixin):
         self.groups: List[WorkerGroup] = []
         self.async_schedule = cfg.runner.schedule == "async" or (cfg.runner.schedule == "auto" and
                                                                  cfg.algorithm.max_staleness > 0)
+        if cfg.algorithm.dynamic_sampling:  # how many rounds a step needs is known only after its first one
+            self.collects_ahead = False
+        self._ahead: Optional[IssuedGeneration] = None
 
     def start(self, cluster: Cluster) -> None:
         cfg, tok, devices = self.cfg, self.tokenizer, self.placement.devices
@@ -159,24 +181,68 @@ class ReasoningWorkflow(WeightSyncMixin):
     def collect(self, step: int) -> Dict:
         algo, seed = self.cfg.algorithm, self.cfg.runner.seed + step
         if not algo.dynamic_sampling:
-            return self.generate(self.prompts_for_step(step), algo.group_size, seed=seed)
+            issued = self._take_ahead(step) or self.issue_generation(self.prompts_for_step(step), algo.group_size,
+                                                                     seed=seed)
+            return {**self.finish_generation(issued), "step": step}
 
         def generate_round(round_: int, count: int) -> Dict:
             samples = self.prompts_for_step(step)[:count] if round_ == 0 else self.refill_prompts(step, round_, count)
             return self.generate(samples, algo.group_size, seed=seed + round_ * 10_000_019)
 
-        return collect_dynamic(generate_round, self.cfg.data.batch_size, algo.dynamic_sampling_max_rounds,
-                               self.tokenizer.pad_token_id)
+        rollout = collect_dynamic(generate_round, self.cfg.data.batch_size, algo.dynamic_sampling_max_rounds,
+                                  self.tokenizer.pad_token_id)
+        return {**rollout, "step": step}
+
+    def collect_next_ahead(self, step: int) -> None:
+        """Collect ahead, called by train() right after it issued the transfer of the weights its update
+        makes (`WeightSync.load_after_update`): issue step `step + 1`'s generation now. Each rollout rank
+        runs its calls in the order they were issued, so the generation starts on the new weights as soon
+        as they are in, instead of after the controller has the update's result, logged it and come back.
+        The samples are those `collect(step + 1)` would draw: prompts and seed are functions of the step
+        and the weights are the same. Only scoring waits for `collect`, so a reward model's running
+        statistics see the batches in the same order around evaluations as without collecting ahead.
+        A run that stops before step `step + 1` (early stopping, a failure) does not train on this batch:
+        `discard_ahead` counts it as dropped."""
+        nxt = step + 1
+        if not self.collects_ahead or self.collect_ahead_until is None or nxt >= self.collect_ahead_until:
+            return
+        self._ahead = self.issue_generation(self.prompts_for_step(nxt), self.cfg.algorithm.group_size,
+                                            seed=self.cfg.runner.seed + nxt)
+        self._ahead.ahead_of_step = nxt
+
+    def _take_ahead(self, step: int) -> Optional[IssuedGeneration]:
+        issued, self._ahead = self._ahead, None
+        if issued is not None and issued.ahead_of_step != step:
+            raise RuntimeError(f"the generation issued ahead is for step {issued.ahead_of_step}, collecting step {step}")
+        return issued
+
+    def discard_ahead(self) -> int:
+        """At the end of a run: forget a generation issued ahead for a step that will not run (it is not
+        waited for; the groups' shutdown ends it). Returns the number of batches dropped (0 or 1)."""
+        issued, self._ahead = self._ahead, None
+        if issued is None:
+            return 0
+        logger.info("the generation issued ahead for step %d (%d responses) is dropped: the run stopped before "
+                    "that step", issued.ahead_of_step, len(issued.prompts))
+        return 1
 
     def generate(self, samples: List[TextSample], n: int, greedy: bool = False, seed: Optional[int] = None,
                  score: bool = True) -> Dict:
         """n responses per sample spread over the rollout ranks, decoded and (unless `score` is False) scored."""
+        return self.finish_generation(self.issue_generation(samples, n, greedy, seed), score)
+
+    def issue_generation(self, samples: List[TextSample], n: int, greedy: bool = False,
+                         seed: Optional[int] = None) -> IssuedGeneration:
+        """The first half of `generate`: the rollout ranks' calls go out; nothing is waited for."""
         prompts = [self.encode(s) for s in samples for _ in range(n)]
-        answers = [s.answer for s in samples for _ in range(n)]
-        prompt_texts = [s.prompt for s in samples for _ in range(n)]
-        t0 = time.time()
-        generation = self.rollout.scatter("generate", split_even(prompts, self.rollout.size), greedy=greedy,
-                                          seed=seed)
+        handle = self.rollout.scatter("generate", split_even(prompts, self.rollout.size), greedy=greedy, seed=seed)
+        return IssuedGeneration(handle, prompts, [s.answer for s in samples for _ in range(n)],
+                                [s.prompt for s in samples for _ in range(n)], len(samples), n, greedy, time.time())
+
+    def finish_generation(self, issued: IssuedGeneration, score: bool = True) -> Dict:
+        """The second half of `generate`: wait for the responses, decode and (unless `score` is False) score them."""
+        generation, greedy = issued.handle, issued.greedy
+        t0 = time.time() if issued.ahead_of_step is not None else issued.issued_at  # the wait, not the update before it
         self.weights.settle()  # the weight load `sync_weights` issued (the generate calls run after it)
         # Evaluation (greedy) is scored without adding to a reward model's running normalisation.
         # With as many reward ranks as rollout ranks, reward rank i scores rollout rank i's responses as
@@ -184,23 +250,24 @@ class ReasoningWorkflow(WeightSyncMixin):
         # round trip between generating and scoring; the controller decodes its copy meanwhile.
         direct_scores = None
         if score and self.reward.size == self.rollout.size:
-            shards = zip(generation.peer_results(), split_even(prompt_texts, self.reward.size),
-                         split_even(answers, self.reward.size))
+            shards = zip(generation.peer_results(), split_even(issued.prompt_texts, self.reward.size),
+                         split_even(issued.answers, self.reward.size))
             direct_scores = self.reward.call_per_rank("score_generation", list(shards), update_stats=not greedy)
         rollout = concat_rollouts(generation.wait(), self.tokenizer.pad_token_id)
         t1 = time.time()
         texts = decode_responses(self.tokenizer, rollout["responses"], rollout["mask"])
+        prompts = issued.prompts
         if not score:
             rollout.update(prompts=prompts, texts=texts)
             return rollout
         if direct_scores is not None:
             scores = [s for part in direct_scores.wait() for s in part]
         else:
-            items = list(zip(prompt_texts, texts, answers))  # the reward model reads the prompt too
+            items = list(zip(issued.prompt_texts, texts, issued.answers))  # the reward model reads the prompt too
             scores = [s for part in self.reward.scatter("score", split_even(items, self.reward.size),
                                                         update_stats=not greedy).wait() for s in part]
         rollout.update(prompts=prompts, texts=texts, scores=torch.tensor(scores, dtype=torch.float32),
-                       group_index=torch.arange(len(samples)).repeat_interleave(n),
+                       group_index=torch.arange(issued.num_samples).repeat_interleave(issued.n),
                        timing={"rollout": t1 - t0, "reward": time.time() - t1})
         return rollout
 
@@ -229,8 +296,9 @@ class ReasoningWorkflow(WeightSyncMixin):
         actor_handle = self.actor.scatter("update", shard_rows(batch, self.actor.size, pack_a))
         critic_handle = (self.critic.scatter("update", shard_rows(batch, self.critic.size, pack_c))
                          if self.critic else None)
-        if self.load_weights_after_update:  # the new weights go to the rollout ranks as the update ends
-            self.weights.load_after_update(self.version + 1)
+        # The new weights go to the rollout ranks as the update ends, and the next step's generation behind them.
+        if self.load_weights_after_update and self.weights.load_after_update(self.version + 1) and "step" in rollout:
+            self.collect_next_ahead(rollout["step"])
         metrics = actor_handle.wait()[0]
         if critic_handle is not None:
             metrics.update(critic_handle.wait()[0])
