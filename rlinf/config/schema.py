@@ -162,6 +162,10 @@ class ActorConfig:
                                                    "unpadded prompt + response tokens (a longer row alone), "
                                                    "attention kept within each sequence; also the reference's. "
                                                    "null: micro_batch_size padded rows.", min=1)
+    fsdp_gather_once: bool = _f(False, "FSDP over more than one rank: each update pass gathers a layer's parameters "
+                                "once and reduces the accumulated gradients once (not per micro-batch forward and "
+                                "backward): fewer collectives, at the memory of full parameters and gradients on "
+                                "every rank during the update (ZeRO-2-like).")
     global_batch_size: Optional[int] = _f(None, "Samples (env steps) per optimizer step over all actor ranks, i.e. the PPO minibatch; null: the whole batch, one step per epoch. Read by the embodied actor (the reasoning actor takes one step per epoch).", min=1)
     lr_schedule: str = _f("constant", "Learning-rate schedule over runner.max_steps: constant, or linear decay lr * (1 - step / max_steps) (embodied actor).", choices=["constant", "linear"])
     adam_eps: float = _f(1e-8, "Adam epsilon of the embodied actor's optimizer.", min=0.0)
@@ -190,6 +194,7 @@ class CriticConfig:
     max_tokens_per_micro_batch: Optional[int] = _f(None, "Sequence packing for the critic (as "
                                                    "actor.max_tokens_per_micro_batch); null: micro_batch_size "
                                                    "padded rows.", min=1)
+    fsdp_gather_once: bool = _f(False, "As actor.fsdp_gather_once, for the critic's update.")
     offload: bool = _f(False, "Colocated placement, sync schedule: the critic's state leaves the device outside "
                        "the train phase.")
     init_from_reward_model: bool = _f(False, "Start the critic from reward.model.path (its transformer and its "

@@ -12,6 +12,7 @@ parameters once per forward), so the packed count is agreed by an all-reduce (ma
 
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -46,6 +47,7 @@ def to_device(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str,
 class FSDPTrainWorker(Worker):
     model: torch.nn.Module
     optimizer: Optional[torch.optim.Optimizer] = None
+    gather_once = False  # set by shard_and_build_optimizer (actor/critic.fsdp_gather_once, more than one rank)
 
     def shard_model(self) -> int:
         """fully_shard each decoder layer, then the root, over this group's ranks (more than one); returns #params."""
@@ -60,9 +62,11 @@ class FSDPTrainWorker(Worker):
             fully_shard(self.model, mesh=mesh)
         return sum(p.numel() for p in self.model.parameters())
 
-    def shard_and_build_optimizer(self, lr: float, weight_decay: float) -> int:
-        """`shard_model`, then AdamW over the (sharded) parameters; returns #params."""
+    def shard_and_build_optimizer(self, lr: float, weight_decay: float, gather_once: bool = False) -> int:
+        """`shard_model`, then AdamW over the (sharded) parameters; returns #params. `gather_once`: see
+        `_training_pass`."""
         n_params = self.shard_model()
+        self.gather_once = gather_once and self.world_size > 1
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
         return n_params
 
@@ -115,16 +119,45 @@ class FSDPTrainWorker(Worker):
         weights: Dict[str, float] = {}
         grad_norm = 0.0
         for _ in range(epochs):
-            for mb in mbs:
-                w = float(mb["response_mask"].sum()) if "response_mask" in mb else 1.0
-                for k, v in micro_step(mb).items():
-                    scale = 1.0 if k in summed else w
-                    sums[k] = sums.get(k, 0.0) + scale * v
-                    weights[k] = weights.get(k, 0.0) + (1.0 / len(mbs) if k in summed else w)
+            with self._training_pass() as before_micro_step:
+                for i, mb in enumerate(mbs):
+                    before_micro_step(last=i == len(mbs) - 1)
+                    w = float(mb["response_mask"].sum()) if "response_mask" in mb else 1.0
+                    for k, v in micro_step(mb).items():
+                        scale = 1.0 if k in summed else w
+                        sums[k] = sums.get(k, 0.0) + scale * v
+                        weights[k] = weights.get(k, 0.0) + (1.0 / len(mbs) if k in summed else w)
             grad_norm = self.optimizer_step(grad_clip)
         out = {k: v / weights[k] if weights[k] > 0 else 0.0 for k, v in sums.items()}
         out["grad_norm"] = grad_norm
         return out
+
+    @contextmanager
+    def _training_pass(self):
+        """One pass of forward/backward over the micro-batches before an optimizer step. By default FSDP2
+        gathers each layer's parameters for every forward and again for every backward, and reduce-scatters
+        the gradients after every backward: 2 all-gathers and 1 reduce-scatter per layer per micro-batch.
+        With `gather_once` (actor/critic.fsdp_gather_once) the pass gathers each layer once, keeps it
+        gathered through every forward and backward (no reshard after forward; after backward only on the
+        last micro-batch) and reduce-scatters the accumulated gradients once, after the last backward:
+        1 all-gather and 1 reduce-scatter per layer per pass. The cost is memory: full parameters and
+        full gradients on every rank while the pass runs (as ZeRO-2 during the update). The gradients are
+        the same sums, added in another order. Yields `before_micro_step(last)`."""
+        if not self.gather_once:
+            yield lambda last: None
+            return
+
+        def before_micro_step(last: bool) -> None:
+            self.model.set_requires_gradient_sync(last)
+            self.model.set_reshard_after_backward(last)
+
+        self.model.set_reshard_after_forward(False)
+        try:
+            yield before_micro_step
+        finally:  # other forwards (log-probs without gradients) reshard after themselves again
+            self.model.set_reshard_after_forward(True)
+            self.model.set_requires_gradient_sync(True)
+            self.model.set_reshard_after_backward(True)
 
     def group_denominator(self, mask: torch.Tensor, loss_agg: str) -> float:
         """The loss divisor of this rank's micro-batches: the group's whole-batch count (valid tokens, or

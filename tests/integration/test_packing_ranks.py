@@ -52,3 +52,38 @@ def test_packed_update_on_two_ranks_equals_one_padded_process(cluster):
     assert got[0] == got[1]
     for key in ("actor/pg_loss", "actor/entropy", "actor/grad_norm"):
         assert got[0][key] == pytest.approx(expected[key], abs=1e-5), key
+
+
+def _two_rank_update(cluster, name, cfg, algo, shards):
+    """Two updates of a fresh 2-rank actor on `shards`; returns (metrics of each update, full weights after)."""
+    group = WorkerGroup(cluster, ActorWorker, name, [0, 1], args=(cfg, algo, VOCAB, 3))
+    try:
+        group.call("setup").wait()
+        metrics = [group.scatter("update", shards).wait()[0] for _ in range(2)]
+        weights = group.call("full_state_dict").wait()[0]
+    finally:
+        group.shutdown()
+    return metrics, weights
+
+
+def test_gathering_once_per_pass_gives_the_same_update(cluster):
+    """actor.fsdp_gather_once (one all-gather and one gradient reduce-scatter per pass instead of per packed
+    micro-batch) changes only the order in which gradients are added: the same losses and gradient norms to
+    float rounding, and weights after two AdamW steps within 1% of one step's size."""
+    algo = AlgorithmConfig(entropy_coef=0.01)
+    shards = shard_rows(_batch(), 2, balance_tokens=True)
+    base = ActorConfig(model=MODEL, lr=1e-2, micro_batch_size=3, max_tokens_per_micro_batch=BUDGET)
+    assert min(len(pack_bins(row_lengths(s), BUDGET)) for s in shards) > 1  # several micro-batches per pass
+    expected, expected_weights = _two_rank_update(cluster, "per_micro_batch", base, algo, shards)
+    once = ActorConfig(model=MODEL, lr=1e-2, micro_batch_size=3, max_tokens_per_micro_batch=BUDGET,
+                       fsdp_gather_once=True)
+    got, got_weights = _two_rank_update(cluster, "gather_once", once, algo, shards)
+    for step in range(2):
+        for key in ("actor/pg_loss", "actor/entropy", "actor/grad_norm"):
+            assert got[step][key] == pytest.approx(expected[step][key], rel=1e-5, abs=1e-7), (step, key)
+    assert expected[1]["actor/pg_loss"] != expected[0]["actor/pg_loss"]  # the first step moved the weights
+    assert got_weights.keys() == expected_weights.keys()
+    for name, tensor in expected_weights.items():
+        # Adam divides by the gradient's own scale, so a rounding difference in a near-zero gradient entry can
+        # move that weight by up to lr; a lost or doubled micro-batch gradient would move many by ~lr (1e-2).
+        torch.testing.assert_close(got_weights[name], tensor, rtol=0.0, atol=1e-4, msg=name)

@@ -112,7 +112,7 @@ class ActorWorker(FSDPTrainWorker):
     def setup(self) -> int:
         """Shard, build the optimizer and, with `actor.init_checkpoint`, load that checkpoint's model
         weights (not its optimizer state); returns #params."""
-        n_params = self.shard_and_build_optimizer(self.cfg.lr, self.cfg.weight_decay)
+        n_params = self.shard_and_build_optimizer(self.cfg.lr, self.cfg.weight_decay, self.cfg.fsdp_gather_once)
         if self.cfg.init_checkpoint is not None:
             self.load_model_weights(str(init_checkpoint_dir(self.cfg.init_checkpoint)))
         return n_params

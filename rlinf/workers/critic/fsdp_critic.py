@@ -106,7 +106,7 @@ class CriticWorker(FSDPTrainWorker):
             self.model = ValueModel(build_causal_lm(cfg.model, vocab_size, seed=seed + 1))
 
     def setup(self) -> int:
-        return self.shard_and_build_optimizer(self.cfg.lr, 0.0)
+        return self.shard_and_build_optimizer(self.cfg.lr, 0.0, self.cfg.fsdp_gather_once)
 
     def _values(self, mb: Dict[str, torch.Tensor], T: int) -> torch.Tensor:
         """[r, T] values at the positions predicting the response tokens; a packed micro-batch's are
