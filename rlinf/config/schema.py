@@ -307,6 +307,10 @@ class RewardConfig:
                    choices=["rule", "model"])
     name: str = _f("exact_match", "Reward function name (registry in rlinf.workers.reward).")
     format_reward: float = _f(0.0, "Reward given instead of 0 when the verifier scores a non-empty answer 0.")
+    in_rollout: bool = _f(False, "reward.type=rule: the rollout ranks score their own responses right after "
+                          "generating them, with no reward group (one process per rollout rank fewer, and no hop "
+                          "between generating and scoring); cluster.component_placement may still name 'reward' "
+                          "(it is ignored). No effect with reward.type=model: a reward model has its own group.")
     model: RewardModelConfig = _f(help="The learned reward model (reward.type=model).", factory=RewardModelConfig)
     eval_verifiers: Dict[str, str] = _f(help="Verifiers scored on the held-out responses at every evaluation and "
                                         "reported as eval/<name>_reward, never trained on: e.g. {gold: "

@@ -133,7 +133,8 @@ def build_placement(
     """Validate the placement and infer the mode. `components` lists what the recipe runs.
 
     An empty placement puts every component on all devices. Components the recipe runs but the
-    placement does not name share the actor's devices.
+    placement does not name share the actor's devices; components it names but the recipe does not run
+    are validated, then left out of the plan.
     """
     if num_devices < 1:
         raise PlacementError(f"need at least one device, got {num_devices}", key="cluster.num_devices")
@@ -144,6 +145,9 @@ def build_placement(
             if name in devices:
                 raise PlacementError(f"component '{name}' is placed twice", key=f"{KEY}.{key}")
             devices[name] = parse_devices(value, num_devices, key=f"{KEY}.{key}")
+    # A component the recipe does not run (a disabled critic, a reward scored in the rollout ranks) starts
+    # no process: its placement is checked above, then left out.
+    devices = {name: devs for name, devs in devices.items() if name in components}
     for name in required_components(components):
         if name not in devices:
             raise PlacementError(f"component '{name}' has no devices (add '{name}: <devices>')", key=KEY)

@@ -8,7 +8,7 @@ This module stays light (no torch, no Ray): run.py uses `components_for` to buil
 import importlib
 from typing import Callable, Dict, Tuple
 
-from rlinf.config.schema import RLinfConfig
+from rlinf.config.schema import RewardConfig, RLinfConfig
 
 
 def workflow_name(cfg: RLinfConfig) -> str:
@@ -21,10 +21,20 @@ def workflow_name(cfg: RLinfConfig) -> str:
     return "agent" if cfg.env.tools else "reasoning"
 
 
+def scores_in_rollout(cfg: RewardConfig) -> bool:
+    """The rollout ranks score their own responses: `reward.in_rollout` with a rule verifier (a reward
+    model is always served by its own group)."""
+    return cfg.in_rollout and cfg.type == "rule"
+
+
 def _rl_components(cfg: RLinfConfig) -> Tuple[str, ...]:
     """actor, rollout, the scoring group (env for simulators and tool episodes, which grade themselves;
-    reward otherwise), and critic / reference when the config uses them."""
-    names = ["actor", "rollout", "env" if cfg.env.id is not None or cfg.env.tools else "reward"]
+    reward otherwise, unless the rollout ranks score: reward.in_rollout), and critic / reference when the
+    config uses them."""
+    if cfg.env.id is not None or cfg.env.tools:
+        names = ["actor", "rollout", "env"]
+    else:  # the rollout ranks score themselves with reward.in_rollout
+        names = ["actor", "rollout"] if scores_in_rollout(cfg.reward) else ["actor", "rollout", "reward"]
     if cfg.critic.enabled:
         names.append("critic")
     if cfg.algorithm.kl_coef > 0:

@@ -21,6 +21,7 @@ from rlinf.models.tokenizer import decode_responses, encode_prompt, load_tokeniz
 from rlinf.placement import Placement
 from rlinf.workflows.batching import (add_advantages, build_lm_batch, concat_rollouts, epoch_batch, shard_rows,
                                       split_even, unshard_rows)
+from rlinf.workflows import scores_in_rollout
 from rlinf.workflows.dynamic_sampling import collect_dynamic
 from rlinf.workflows.weight_sync import WeightSync, WeightSyncMixin
 from rlinf.scheduler import Cluster, GroupHandle, WorkerGroup
@@ -70,6 +71,7 @@ class IssuedGeneration:
     n: int  # responses per sample
     greedy: bool
     issued_at: float
+    scored: bool = False  # the rollout ranks scored too (reward.in_rollout): each output has `scores`
     ahead_of_step: Optional[int] = None  # issued by the previous step's train() for this step (collect ahead)
 
 
@@ -141,6 +143,8 @@ class ReasoningWorkflow(WeightSyncMixin):
         reference_setup = self.reference.call("setup") if self.reference is not None else None
         if self.reward is not None:  # reward ranks decode the rollout ranks' outputs themselves (generate)
             self.reward.call("attach_tokenizer", tok).wait()
+        elif scores_in_rollout(cfg.reward) and not cfg.env.tools:  # the rollout ranks score their own responses
+            self.rollout.call("attach_scorer", tok, cfg.reward).wait()
         n_params = self.actor.call("setup").wait()[0]
         if reference_setup is not None:
             reference_setup.wait()
@@ -154,7 +158,11 @@ class ReasoningWorkflow(WeightSyncMixin):
 
     def launch_scoring_group(self, cluster: Cluster) -> None:
         """Launch (without waiting) the group that scores responses: the reward group, rule verifiers or a
-        learned reward model. The agent workflow launches its env group here instead."""
+        learned reward model; none with `reward.in_rollout` (the rollout ranks score). The agent workflow
+        launches its env group here instead."""
+        if scores_in_rollout(self.cfg.reward):
+            self.reward, self.reward_has_state = None, False
+            return
         reward_cls = reward_worker_class(self.cfg.reward)
         self.reward = WorkerGroup(cluster, reward_cls, "reward", self.placement.devices["reward"],
                                   args=(self.cfg.reward,), init_dist=reward_cls.INIT_DIST, wait_ready=False)
@@ -229,15 +237,23 @@ class ReasoningWorkflow(WeightSyncMixin):
     def generate(self, samples: List[TextSample], n: int, greedy: bool = False, seed: Optional[int] = None,
                  score: bool = True) -> Dict:
         """n responses per sample spread over the rollout ranks, decoded and (unless `score` is False) scored."""
-        return self.finish_generation(self.issue_generation(samples, n, greedy, seed), score)
+        return self.finish_generation(self.issue_generation(samples, n, greedy, seed, score), score)
 
     def issue_generation(self, samples: List[TextSample], n: int, greedy: bool = False,
-                         seed: Optional[int] = None) -> IssuedGeneration:
-        """The first half of `generate`: the rollout ranks' calls go out; nothing is waited for."""
+                         seed: Optional[int] = None, score: bool = True) -> IssuedGeneration:
+        """The first half of `generate`: the rollout ranks' calls go out; nothing is waited for. With
+        `reward.in_rollout` (and `score`) each rollout rank also scores its rows."""
         prompts = [self.encode(s) for s in samples for _ in range(n)]
-        handle = self.rollout.scatter("generate", split_even(prompts, self.rollout.size), greedy=greedy, seed=seed)
-        return IssuedGeneration(handle, prompts, [s.answer for s in samples for _ in range(n)],
-                                [s.prompt for s in samples for _ in range(n)], len(samples), n, greedy, time.time())
+        answers = [s.answer for s in samples for _ in range(n)]
+        prompt_texts = [s.prompt for s in samples for _ in range(n)]
+        shards = split_even(prompts, self.rollout.size)
+        scored = score and scores_in_rollout(self.cfg.reward)
+        if scored:
+            per_rank = zip(shards, split_even(prompt_texts, self.rollout.size), split_even(answers, self.rollout.size))
+            handle = self.rollout.call_per_rank("generate_scored", list(per_rank), greedy=greedy, seed=seed)
+        else:
+            handle = self.rollout.scatter("generate", shards, greedy=greedy, seed=seed)
+        return IssuedGeneration(handle, prompts, answers, prompt_texts, len(samples), n, greedy, time.time(), scored)
 
     def finish_generation(self, issued: IssuedGeneration, score: bool = True) -> Dict:
         """The second half of `generate`: wait for the responses, decode and (unless `score` is False) score them."""
@@ -249,18 +265,21 @@ class ReasoningWorkflow(WeightSyncMixin):
         # soon as they exist, fetching them itself: the scoring call goes out now, with no controller
         # round trip between generating and scoring; the controller decodes its copy meanwhile.
         direct_scores = None
-        if score and self.reward.size == self.rollout.size:
+        if score and not issued.scored and self.reward.size == self.rollout.size:
             shards = zip(generation.peer_results(), split_even(issued.prompt_texts, self.reward.size),
                          split_even(issued.answers, self.reward.size))
             direct_scores = self.reward.call_per_rank("score_generation", list(shards), update_stats=not greedy)
-        rollout = concat_rollouts(generation.wait(), self.tokenizer.pad_token_id)
+        outputs = generation.wait()
+        rollout = concat_rollouts(outputs, self.tokenizer.pad_token_id)
         t1 = time.time()
         texts = decode_responses(self.tokenizer, rollout["responses"], rollout["mask"])
         prompts = issued.prompts
         if not score:
             rollout.update(prompts=prompts, texts=texts)
             return rollout
-        if direct_scores is not None:
+        if issued.scored:
+            scores = [s for out in outputs for s in out["scores"]]
+        elif direct_scores is not None:
             scores = [s for part in direct_scores.wait() for s in part]
         else:
             items = list(zip(issued.prompt_texts, texts, issued.answers))  # the reward model reads the prompt too

@@ -45,12 +45,12 @@ def test_tiny_grpo_run_writes_complete_run_directory(cluster, tmp_path):
     assert yaml.safe_load((out / "config.yaml").read_text())["runner"]["max_steps"] == 3
     trace = json.loads((out / "timeline.json").read_text())["traceEvents"]
     names = {e["args"]["name"] for e in trace if e["ph"] == "M"}
-    assert {"controller", "actor", "rollout", "reward"} <= names
+    assert {"controller", "actor", "rollout"} <= names and "reward" not in names  # the recipe scores in the rollout
     assert (out / "plots" / "curves.png").stat().st_size > 1000
     assert (out / "plots" / "timeline.png").stat().st_size > 1000
     assert any((out / "tensorboard").iterdir())
     phases = {e["name"] for e in trace if e["ph"] == "X"}
-    assert {"update", "generate", "send_weights", "recv_weights", "score_generation"} <= phases  # resharding engine; reward reads rollout outputs
+    assert {"update", "generate_scored", "score", "send_weights", "recv_weights"} <= phases  # resharding engine
 
 
 @pytest.mark.extended  # an optional logger's local files: make test-slow

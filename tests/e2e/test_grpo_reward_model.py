@@ -25,25 +25,27 @@ ARITH = "configs/grpo_arith.yaml"
 
 
 def _record_generate(monkeypatch):
-    """Record every (samples, n, greedy) and the rollout it produced, in the controller."""
+    """Record every scored generation (prompt and answer per row, greedy) and its texts and scores, in the
+    controller, where each one ends (`finish_generation`: training batches, collected ahead or not, and
+    evaluations)."""
     calls = []
-    original = ReasoningWorkflow.generate
+    original = ReasoningWorkflow.finish_generation
 
-    def recording(self, samples, n, greedy=False, seed=None):
-        out = original(self, samples, n, greedy=greedy, seed=seed)
-        calls.append({"samples": samples, "n": n, "greedy": greedy, "texts": out["texts"],
-                      "scores": out["scores"].tolist()})
+    def recording(self, issued, score=True):
+        out = original(self, issued, score)
+        if score:
+            calls.append({"prompts": issued.prompt_texts, "answers": issued.answers, "greedy": issued.greedy,
+                          "texts": out["texts"], "scores": out["scores"].tolist()})
         return out
 
-    monkeypatch.setattr(ReasoningWorkflow, "generate", recording)
+    monkeypatch.setattr(ReasoningWorkflow, "finish_generation", recording)
     return calls
 
 
 def _raw_and_exact(rm_path, call):
     tok = CharTokenizer(ARITH_CHARS)
-    samples = [s for s in call["samples"] for _ in range(call["n"])]
-    seqs = [tok.encode(s.prompt + t) + [tok.eos_token_id] for s, t in zip(samples, call["texts"])]
-    return hf_scores(rm_path, seqs), [exact_match(t, s.answer) for s, t in zip(samples, call["texts"])]
+    seqs = [tok.encode(p + t) + [tok.eos_token_id] for p, t in zip(call["prompts"], call["texts"])]
+    return hf_scores(rm_path, seqs), [exact_match(t, a) for a, t in zip(call["answers"], call["texts"])]
 
 
 @pytest.mark.parametrize("placement_args", [

@@ -1,9 +1,12 @@
 """RewardWorker: scores (prompt, response, answer) triples with the configured verifier (`reward.type: rule`).
 
 Both reward workers (this one and `RewardModelWorker`, `reward.type: model`) take the same
-`score(items, update_stats)` call; `reward_worker_class` picks one by config.
+`score(items, update_stats)` call; `reward_worker_class` picks one by config. With `reward.in_rollout`
+there is no reward group: the rollout ranks score their own responses with the same `RuleScorer`
+(`ScoresOwnResponses`).
 """
 
+import time
 from typing import Dict, List, Sequence
 
 from rlinf.config.schema import RewardConfig
@@ -33,13 +36,54 @@ class ScoresGenerations:
         return self.score(list(zip(prompt_texts, texts, answers)), update_stats)
 
 
+class RuleScorer:
+    """The verifier `reward.name`: [(prompt_text, response_text, answer)] -> rewards, where a wrong but
+    non-empty answer earns `reward.format_reward`. Keeps no state."""
+
+    def __init__(self, cfg: RewardConfig):
+        self.fn = REWARDS.get(cfg.name)
+        self.format_reward = cfg.format_reward
+
+    def score(self, items: Sequence[tuple]) -> List[float]:
+        out = []
+        for _prompt, response, answer in items:
+            r = self.fn(response, answer)
+            out.append(r if r > 0 or not response.strip() else self.format_reward)
+        return out
+
+
+class ScoresOwnResponses(ScoresGenerations):
+    """Rollout ranks that score what they generate (`reward.in_rollout`, rule verifiers): one call
+    generates and scores, so no reward group and no hop between generating and scoring."""
+
+    rule = None  # attach_scorer
+
+    def attach_scorer(self, tokenizer, cfg: RewardConfig) -> None:
+        self.attach_tokenizer(tokenizer)
+        self.rule = RuleScorer(cfg)
+
+    def score(self, items: Sequence[tuple], update_stats: bool = True) -> List[float]:
+        """`RewardWorker.score` (`update_stats` unused: verifiers keep no statistics)."""
+        if self.rule is None:
+            raise RuntimeError("this rollout rank has no verifier: call attach_scorer first")
+        return self.rule.score(items)
+
+    def generate_scored(self, prompts: Sequence[Sequence[int]], prompt_texts: Sequence[str], answers: Sequence,
+                        greedy: bool = False, seed: int | None = None) -> Dict[str, object]:
+        """`generate`, plus `scores` (one per row, `score_generation`; on the timeline as `score`)."""
+        out = self.generate(prompts, greedy=greedy, seed=seed)
+        start = time.time()
+        out["scores"] = self.score_generation(out, prompt_texts, answers)
+        self.record_event("score", start, time.time())
+        return out
+
+
 class RewardWorker(ScoresGenerations, Worker):
     INIT_DIST = False  # ranks score independently; no collectives
 
     def __init__(self, cfg: RewardConfig):
         super().__init__()
-        self.fn = REWARDS.get(cfg.name)
-        self.format_reward = cfg.format_reward
+        self.rule = RuleScorer(cfg)
 
     @staticmethod
     def has_state(cfg: RewardConfig) -> bool:
@@ -47,13 +91,9 @@ class RewardWorker(ScoresGenerations, Worker):
         return False
 
     def score(self, items: Sequence[tuple], update_stats: bool = True) -> List[float]:
-        """[(prompt_text, response_text, answer)] -> rewards; a wrong but non-empty answer earns
-        `format_reward`. The prompt and `update_stats` are unused (the signature is the reward model's)."""
-        out = []
-        for _prompt, response, answer in items:
-            r = self.fn(response, answer)
-            out.append(r if r > 0 or not response.strip() else self.format_reward)
-        return out
+        """[(prompt_text, response_text, answer)] -> rewards (`RuleScorer`). The prompt and `update_stats`
+        are unused (the signature is the reward model's)."""
+        return self.rule.score(items)
 
 
 MODEL = "model"  # the reward model's name in reward.weights

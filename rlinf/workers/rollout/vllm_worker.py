@@ -28,6 +28,7 @@ import torch
 from rlinf.config.schema import ModelConfig, RolloutConfig
 from rlinf.errors import InputError
 from rlinf.scheduler import Worker
+from rlinf.workers.reward.worker import ScoresOwnResponses
 from rlinf.workers.weights import fetch_state_dict, queued_recv_args
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def validate_vllm(model_cfg: ModelConfig, key_prefix: str = "actor.model") -> No
             key=f"{key_prefix}.num_heads")
 
 
-class VLLMRolloutWorker(Worker):
+class VLLMRolloutWorker(ScoresOwnResponses, Worker):
     """vLLM engine (in-process) with RolloutWorker's methods: load_weights, setup_reshard, recv_weights,
     generate, sleep, wake_up."""
 

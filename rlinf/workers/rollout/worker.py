@@ -13,13 +13,14 @@ import torch
 from rlinf.config.schema import ModelConfig, RolloutConfig
 from rlinf.models.causal_lm import build_causal_lm
 from rlinf.scheduler import Worker
+from rlinf.workers.reward.worker import ScoresOwnResponses
 from rlinf.workers.weights import ModuleReshardTarget, fetch_state_dict
 from rlinf.workers.rollout.sampling import SamplingParams, sample, turns_from_generation
 
 logger = logging.getLogger(__name__)
 
 
-class RolloutWorker(ModuleReshardTarget, Worker):
+class RolloutWorker(ScoresOwnResponses, ModuleReshardTarget, Worker):
     """Transformers engine: KV-cache batched sampling on this rank's device."""
 
     def __init__(self, cfg: RolloutConfig, model_cfg: ModelConfig, vocab_size: int, eos_id: int, pad_id: int,
