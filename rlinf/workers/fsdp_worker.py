@@ -154,8 +154,9 @@ class FSDPTrainWorker(Worker):
         self.model.set_reshard_after_forward(False)
         try:
             yield before_micro_step
-        finally:  # other forwards (log-probs without gradients) reshard after themselves again
+        finally:  # FSDP2's defaults again: layers reshard after forward (forwards without gradients), the root not
             self.model.set_reshard_after_forward(True)
+            self.model.set_reshard_after_forward(False, recurse=False)
             self.model.set_requires_gradient_sync(True)
             self.model.set_reshard_after_backward(True)
 
