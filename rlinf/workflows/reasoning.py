@@ -207,12 +207,13 @@ class ReasoningWorkflow(WeightSyncMixin):
         runs its calls in the order they were issued, so the generation starts on the new weights as soon
         as they are in, instead of after the controller has the update's result, logged it and come back.
         The samples are those `collect(step + 1)` would draw: prompts and seed are functions of the step
-        and the weights are the same. Only scoring waits for `collect`, so a reward model's running
-        statistics see the batches in the same order around evaluations as without collecting ahead.
+        and the weights are the same. A reward group's scoring waits for `collect`, so a reward model's
+        running statistics see the batches in the same order around evaluations as without collecting
+        ahead (rule verifiers scoring in the rollout ranks keep no statistics).
         A run that stops before step `step + 1` (early stopping, a failure) does not train on this batch:
         `discard_ahead` counts it as dropped."""
         nxt = step + 1
-        if not self.collects_ahead or self.collect_ahead_until is None or nxt >= self.collect_ahead_until:
+        if self.collect_ahead_until is None or nxt >= self.collect_ahead_until:  # set only if collects_ahead
             return
         self._ahead = self.issue_generation(self.prompts_for_step(nxt), self.cfg.algorithm.group_size,
                                             seed=self.cfg.runner.seed + nxt)
